@@ -1,0 +1,277 @@
+"""Run configuration: OpenGait's YAML schema, merged over defaults, overridden from the command line, validated.
+
+A config is a plain nested dict. ``load_config`` is the single way in: it merges the file over
+``configs/default.yaml`` (mappings key by key, everything else replaces), applies ``--set`` overrides and
+validates every section, so that a typo fails at start-up with the key, the file and the closest valid key
+instead of being ignored.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import yaml
+
+from .registry import LOSSES, MODELS, SAMPLERS, TRANSFORMS, ConfigError, closest
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+SECTIONS = ("data_cfg", "model_cfg", "loss_cfg", "optimizer_cfg", "scheduler_cfg", "trainer_cfg", "evaluator_cfg")
+
+INT, FLOAT, BOOL, STR, LIST, DICT = int, (int, float), bool, str, list, dict
+OPTIONAL_STR = (str, type(None))
+
+# Keys of the fixed sections and the types they accept. Keys marked IGNORED exist in OpenGait configs for
+# modalities or features gaitrec does not have; they are accepted so such configs load, and reported.
+IGNORED = "ignored"
+SCHEMA: dict[str, dict[str, Any]] = {
+    "data_cfg": {
+        "dataset_name": STR, "dataset_root": STR, "dataset_partition": OPTIONAL_STR, "num_workers": INT,
+        "remove_no_gallery": BOOL, "cache": BOOL, "test_dataset_name": STR, "data_in_use": (list, type(None)),
+        "skip_bad_sequences": BOOL, "frame_threshold": IGNORED, "self_supervised": IGNORED,
+        "train_data_preload": IGNORED,
+    },
+    "trainer_cfg": {
+        "enable_float16": BOOL, "with_test": BOOL, "fix_BN": BOOL, "log_iter": INT, "restore_ckpt_strict": BOOL,
+        "optimizer_reset": BOOL, "scheduler_reset": BOOL, "restore_hint": (int, str), "save_iter": INT,
+        "save_name": STR, "sync_BN": BOOL, "find_unused_parameters": BOOL, "total_iter": INT, "seed": INT,
+        "output_root": STR, "sampler": DICT, "transform": LIST,
+        "enable_distributed": IGNORED, "fix_layers": IGNORED, "T_max_iter": IGNORED,
+    },
+    "evaluator_cfg": {
+        "enable_float16": BOOL, "restore_ckpt_strict": BOOL, "restore_hint": (int, str), "save_name": STR,
+        "eval_func": STR, "sampler": DICT, "transform": LIST, "metric": STR, "cross_view_gallery": BOOL,
+        "rerank": BOOL, "enable_distributed": IGNORED,
+    },
+}
+
+SAMPLE_TYPES = ("fixed_ordered", "fixed_unordered", "unfixed_ordered", "unfixed_unordered", "all_ordered",
+                "all_unordered")
+SAMPLER_SCHEMA = {
+    "type": STR, "batch_size": (int, list), "sample_type": STR, "frames_num_fixed": INT, "frames_num_min": INT,
+    "frames_num_max": INT, "frames_skip_num": INT, "frames_all_limit": INT, "batch_shuffle": BOOL,
+    "points_in_use": IGNORED,
+}
+LOSS_COMMON_KEYS = ("type", "log_prefix")
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive merge: mappings merge key by key, anything else in ``override`` replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``section.key.sub=value`` strings; the value is parsed as YAML (``1e-3``, ``[1, 2]``, ``true``).
+
+    A list element is addressed by its index: ``loss_cfg.1.scale=8``.
+    """
+    cfg = copy.deepcopy(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = cfg
+        for i, key in enumerate(keys[:-1]):
+            node = _step(node, key, ".".join(keys[: i + 1]), create=True)
+        last = keys[-1]
+        if isinstance(node, list):
+            node[_list_index(node, last, dotted)] = value
+        else:
+            node[last] = value
+    return cfg
+
+
+def _list_index(node: list, key: str, where: str) -> int:
+    if not key.lstrip("-").isdigit() or not -len(node) <= int(key) < len(node):
+        raise ConfigError(f"override {where!r}: {key!r} is not an index of a list of {len(node)}")
+    return int(key)
+
+
+def _step(node, key: str, where: str, create: bool):
+    if isinstance(node, list):
+        return node[_list_index(node, key, where)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {where!r}: cannot descend into a {type(node).__name__}")
+    if key not in node and create:
+        node[key] = {}
+    return node[key]
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = (), validate_config: bool = True) -> dict:
+    """Read a run config, merge it over the defaults, apply overrides and validate it."""
+    user = read_yaml(path)
+    unknown = [k for k in user if k not in SECTIONS]
+    for key in unknown:
+        hint = closest(key, SECTIONS)
+        raise ConfigError(f"{path}: unknown section {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+    defaults = read_yaml(DEFAULT_CONFIG)
+    if "loss_cfg" in user:
+        # A loss's keys belong to its type: a user's loss list or mapping replaces the default TripletLoss whole.
+        defaults.pop("loss_cfg")
+    cfg = merge(defaults, user)
+    cfg = apply_overrides(cfg, overrides)
+    if validate_config:
+        validate(cfg, source=str(path))
+    return cfg
+
+
+def loss_entries(cfg: dict) -> list[dict]:
+    """``loss_cfg`` as a list (OpenGait allows one mapping or a list of them)."""
+    losses = cfg["loss_cfg"]
+    return [losses] if isinstance(losses, dict) else list(losses)
+
+
+def _type_name(expected) -> str:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
+
+
+def _check_type(value, expected, where: str, source: str):
+    # bool is an int in Python; a flag given as 1 or an iteration given as true is a mistake all the same.
+    types = expected if isinstance(expected, tuple) else (expected,)
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        raise ConfigError(f"{source}: {where} must be {_type_name(expected)}, got {value!r}")
+
+
+def _check_keys(section: dict, schema: dict, where: str, source: str):
+    for key, value in section.items():
+        if key not in schema:
+            hint = closest(key, schema)
+            raise ConfigError(f"{source}: unknown key {where}.{key}"
+                              + (f" (did you mean {where}.{hint}?)" if hint else ""))
+        if schema[key] == IGNORED:
+            warnings.warn(f"{source}: {where}.{key} is not used by gaitrec and is ignored", stacklevel=3)
+            continue
+        _check_type(value, schema[key], f"{where}.{key}", source)
+
+
+def check_kwargs(func, kwargs: dict, where: str, source: str, extra: Iterable[str] = ()):
+    """Every key of ``kwargs`` must be a parameter of ``func`` (a class or function)."""
+    params = inspect.signature(func).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [name for name in params if name != "self"] + list(extra)
+    for key in kwargs:
+        if key not in valid:
+            hint = closest(key, valid)
+            raise ConfigError(f"{source}: unknown key {where}.{key}"
+                              + (f" (did you mean {where}.{hint}?)" if hint else "")
+                              + f"; valid keys: {', '.join(sorted(valid))}")
+
+
+def _check_sampler(sampler: dict, where: str, source: str, training: bool):
+    _check_keys(sampler, SAMPLER_SCHEMA, where, source)
+    SAMPLERS.get(sampler.get("type", ""))
+    sample_type = sampler.get("sample_type")
+    if sample_type not in SAMPLE_TYPES:
+        hint = closest(str(sample_type), SAMPLE_TYPES)
+        raise ConfigError(f"{source}: {where}.sample_type {sample_type!r} is not one of {', '.join(SAMPLE_TYPES)}"
+                          + (f" (did you mean {hint!r}?)" if hint else ""))
+    batch = sampler.get("batch_size")
+    if training:
+        if not (isinstance(batch, list) and len(batch) == 2 and all(isinstance(b, int) and b > 0 for b in batch)):
+            raise ConfigError(f"{source}: {where}.batch_size must be [subjects, sequences per subject], got {batch!r}")
+    elif not (isinstance(batch, int) and batch > 0):
+        raise ConfigError(f"{source}: {where}.batch_size must be a positive integer, got {batch!r}")
+    if sample_type.startswith("unfixed") and sampler.get("frames_num_min", 0) > sampler.get("frames_num_max", 0):
+        raise ConfigError(f"{source}: {where}.frames_num_min is larger than frames_num_max")
+
+
+def _check_transforms(transforms, where: str, source: str):
+    if not isinstance(transforms, list):
+        transforms = [transforms]
+    for i, entry in enumerate(transforms):
+        if not isinstance(entry, dict) or "type" not in entry:
+            raise ConfigError(f"{source}: {where}[{i}] must be a mapping with a 'type'")
+        cls = TRANSFORMS.get(entry["type"])
+        kwargs = {k: v for k, v in entry.items() if k != "type"}
+        check_kwargs(cls, kwargs, f"{where}[{i}]", source)
+
+
+def torch_class(module, name: str, base: type, kind: str):
+    """A class of ``module`` named ``name`` that subclasses ``base`` (optimizers, schedulers)."""
+    names = sorted(n for n, obj in vars(module).items()
+                   if inspect.isclass(obj) and issubclass(obj, base) and obj is not base and not n.startswith("_"))
+    if name not in names:
+        hint = closest(str(name), names)
+        raise ConfigError(f"unknown {kind} {name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                          + f". Known: {', '.join(names)}")
+    return getattr(module, name)
+
+
+def validate(cfg: dict, source: str = "<config>") -> None:
+    """Raise ConfigError naming the key and ``source`` for the first problem found."""
+    _import_registered()
+    for section in SECTIONS:
+        if section not in cfg:
+            raise ConfigError(f"{source}: missing section {section}")
+        if section != "loss_cfg" and not isinstance(cfg[section], dict):
+            raise ConfigError(f"{source}: {section} must be a mapping")
+    for section, schema in SCHEMA.items():
+        _check_keys(cfg[section], schema, section, source)
+    _check_sampler(cfg["trainer_cfg"]["sampler"], "trainer_cfg.sampler", source, training=True)
+    _check_sampler(cfg["evaluator_cfg"]["sampler"], "evaluator_cfg.sampler", source, training=False)
+    _check_transforms(cfg["trainer_cfg"]["transform"], "trainer_cfg.transform", source)
+    _check_transforms(cfg["evaluator_cfg"]["transform"], "evaluator_cfg.transform", source)
+    if cfg["evaluator_cfg"]["metric"] not in ("euc", "cos"):
+        raise ConfigError(f"{source}: evaluator_cfg.metric must be 'euc' or 'cos', got {cfg['evaluator_cfg']['metric']!r}")
+
+    model_cfg = cfg["model_cfg"]
+    if "model" not in model_cfg:
+        raise ConfigError(f"{source}: model_cfg.model is missing")
+    model_cls = MODELS.get(model_cfg["model"])
+    check_kwargs(model_cls, {k: v for k, v in model_cfg.items() if k != "model"}, "model_cfg", source)
+
+    for i, loss in enumerate(loss_entries(cfg)):
+        where = f"loss_cfg[{i}]" if isinstance(cfg["loss_cfg"], list) else "loss_cfg"
+        if not isinstance(loss, dict) or "type" not in loss:
+            raise ConfigError(f"{source}: {where} must be a mapping with a 'type'")
+        cls = LOSSES.get(loss["type"])
+        check_kwargs(cls, {k: v for k, v in loss.items() if k not in LOSS_COMMON_KEYS}, where, source,
+                     extra=LOSS_COMMON_KEYS)
+
+    opt = dict(cfg["optimizer_cfg"])
+    solver = torch_class(torch.optim, opt.pop("solver", None), torch.optim.Optimizer, "optimizer_cfg.solver")
+    check_kwargs(solver, opt, "optimizer_cfg", source)
+    sched = dict(cfg["scheduler_cfg"])
+    scheduler = torch_class(torch.optim.lr_scheduler, sched.pop("scheduler", None),
+                            torch.optim.lr_scheduler.LRScheduler, "scheduler_cfg.scheduler")
+    check_kwargs(scheduler, sched, "scheduler_cfg", source)
+
+
+def _import_registered():
+    """Importing these modules fills the registries."""
+    from . import losses  # noqa: F401
+    from . import models  # noqa: F401
+    from .data import sampler, transforms  # noqa: F401
+
+
+def dump(cfg: dict) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,1 @@
+"""Data pipeline: files -> dataset (lists sequences) -> sampler -> collate (frames, transforms) -> model."""

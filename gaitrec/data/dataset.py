@@ -1,0 +1,175 @@
+"""Datasets list sequences; they do not sample or transform.
+
+A sequence is one walk of one subject under one condition (type) seen from one camera (view). Its frames
+come from a *source*: the OpenGait ``.pkl`` layout ``root/<subject>/<type>/<view>/*.pkl`` (``PklSource``)
+or any other object with the same two members (``sequences`` and ``load``), such as the packed store.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..registry import ConfigError
+from .pickle_io import load_array
+
+
+@dataclass(frozen=True)
+class SequenceInfo:
+    subject: str
+    type: str
+    view: str
+    location: str  # where the frames live (a file, or a store offset), for messages
+
+
+class SequenceSource(Protocol):
+    sequences: list[SequenceInfo]
+
+    def load(self, index: int) -> np.ndarray:
+        """Frames of sequence ``index`` as uint8 ``[T, H, W]``."""
+
+
+class PklSource:
+    """Sequences in OpenGait's layout. ``data_in_use`` picks one of several ``.pkl`` files per folder
+    (booleans in sorted file order, as OpenGait)."""
+
+    def __init__(self, root: str | Path, data_in_use: Sequence[bool] | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ConfigError(f"dataset root not found: {self.root}")
+        if data_in_use is not None and sum(bool(x) for x in data_in_use) != 1:
+            raise ConfigError(f"data_cfg.data_in_use {list(data_in_use)} must select exactly one modality: "
+                              "gaitrec models take one input array")
+        self.data_in_use = None if data_in_use is None else [bool(x) for x in data_in_use]
+        self.sequences: list[SequenceInfo] = []
+        self.empty_folders: list[Path] = []
+        for folder in sorted(p for p in self.root.glob("*/*/*") if p.is_dir()):
+            files = sorted(folder.glob("*.pkl"))
+            if not files:
+                self.empty_folders.append(folder)
+                continue
+            if self.data_in_use is not None:
+                if len(files) != len(self.data_in_use):
+                    raise ConfigError(f"{folder}: holds {len(files)} .pkl files but data_cfg.data_in_use has "
+                                      f"{len(self.data_in_use)} entries")
+                files = [f for f, use in zip(files, self.data_in_use) if use]
+            subject, type_, view = folder.relative_to(self.root).parts
+            self.sequences.append(SequenceInfo(subject, type_, view, str(files[0])))
+        if not self.sequences:
+            raise ConfigError(f"no sequences found under {self.root}: expected <subject>/<type>/<view>/*.pkl")
+
+    def load(self, index: int) -> np.ndarray:
+        return load_array(self.sequences[index].location)
+
+
+def open_source(root: str | Path, data_in_use=None) -> SequenceSource:
+    """The sequence source for a dataset root: a packed store if the root is one, else the ``.pkl`` layout."""
+    root = Path(root)
+    try:
+        from . import store  # the packed store is optional at this layer
+    except ImportError:
+        store = None
+    if store is not None and store.is_store(root):
+        return store.StoreSource(root)
+    return PklSource(root, data_in_use)
+
+
+def read_partition(path: str | Path) -> dict[str, list[str]]:
+    """A partition JSON: ``{"TRAIN_SET": [...], "TEST_SET": [...]}`` (Gait3D adds ``PROBE_SET``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"dataset partition not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    for key in ("TRAIN_SET", "TEST_SET"):
+        if not isinstance(data.get(key), list):
+            raise ConfigError(f"{path}: missing list {key}")
+    return {k: [str(s) for s in v] for k, v in data.items() if isinstance(v, list)}
+
+
+def check_sequence(frames: np.ndarray, where: str) -> np.ndarray:
+    """A sequence must be a non-empty [T, H, W] array."""
+    if frames.ndim != 3 or frames.shape[0] == 0:
+        raise ValueError(f"{where}: expected frames [T, H, W] with T > 0, got shape {tuple(frames.shape)}")
+    return frames
+
+
+class GaitDataset:
+    """The sequences of some subjects of a source, with integer labels for training.
+
+    ``labels`` index the sorted subject list of this dataset (training classes); ``subject`` strings are
+    kept for evaluation. ``cache`` keeps loaded frames in memory. ``skip_bad`` checks every sequence once
+    at construction and drops unreadable or empty ones with a warning naming each.
+    """
+
+    def __init__(self, source: SequenceSource, subjects: Sequence[str] | None = None, cache: bool = False,
+                 skip_bad: bool = False, name: str = "dataset"):
+        self.source = source
+        wanted = None if subjects is None else set(subjects)
+        self.indices = [i for i, s in enumerate(source.sequences) if wanted is None or s.subject in wanted]
+        if not self.indices:
+            raise ConfigError(f"{name}: no sequence on disk belongs to the partition's subjects")
+        self.cache = cache
+        self._cache: dict[int, np.ndarray] = {}
+        for folder in getattr(source, "empty_folders", []):
+            if not skip_bad:
+                raise ValueError(f"{folder}: sequence folder holds no .pkl file "
+                                 "(set data_cfg.skip_bad_sequences: true to skip such sequences)")
+            warnings.warn(f"{folder}: empty sequence folder skipped")
+        if skip_bad:
+            self._drop_bad()
+        self.subjects = sorted({self.info(i).subject for i in range(len(self))})
+        label_of = {s: k for k, s in enumerate(self.subjects)}
+        self.labels = np.array([label_of[self.info(i).subject] for i in range(len(self))], dtype=np.int64)
+
+    def _drop_bad(self):
+        kept = []
+        for i in self.indices:
+            try:
+                frames = check_sequence(self.source.load(i), self.source.sequences[i].location)
+            except ValueError as err:
+                warnings.warn(f"skipped: {err}")
+                continue
+            if self.cache:
+                self._cache[i] = frames
+            kept.append(i)
+        if not kept:
+            raise ValueError("every sequence of the dataset is unreadable or empty")
+        self.indices = kept
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def info(self, i: int) -> SequenceInfo:
+        return self.source.sequences[self.indices[i]]
+
+    def frames(self, i: int) -> np.ndarray:
+        """uint8 frames [T, H, W] of sequence ``i``."""
+        key = self.indices[i]
+        if key in self._cache:
+            return self._cache[key]
+        frames = check_sequence(self.source.load(key), self.source.sequences[key].location)
+        if self.cache:
+            self._cache[key] = frames
+        return frames
+
+
+def build_datasets(data_cfg: dict, train: bool = True, test: bool = True) -> tuple[GaitDataset | None, GaitDataset | None]:
+    """Train and test datasets from ``data_cfg``; without a partition every subject goes in both."""
+    source = open_source(data_cfg["dataset_root"], data_cfg.get("data_in_use"))
+    partition = None
+    if data_cfg.get("dataset_partition"):
+        partition = read_partition(data_cfg["dataset_partition"])
+    common = dict(cache=data_cfg.get("cache", False), skip_bad=data_cfg.get("skip_bad_sequences", False))
+    train_set = test_set = None
+    if train:
+        train_set = GaitDataset(source, partition["TRAIN_SET"] if partition else None, name="train set", **common)
+    if test:
+        test_set = GaitDataset(source, partition["TEST_SET"] if partition else None, name="test set", **common)
+    return train_set, test_set

@@ -1,0 +1,226 @@
+"""Building blocks shared by the gait models.
+
+Class and attribute names follow OpenGait's (``SetBlockWrapper.forward_block``, ``SeparateFCs.fc_bin``,
+``SeparateBNNecks.bn1d`` ...) because they become parameter names, and OpenGait checkpoints must load
+strictly. Tensor layout conventions: a sequence batch is ``[n, c, s, h, w]`` (s = frames), a part feature
+is ``[n, c, p]`` (p = horizontal parts).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..registry import Registry
+
+BACKBONES = Registry("backbone")
+
+
+def as_lengths(seq_lengths) -> list[int] | None:
+    """Sequence lengths as a plain list of ints (accepts a list, a tensor, or None)."""
+    if seq_lengths is None:
+        return None
+    if isinstance(seq_lengths, torch.Tensor):
+        return [int(v) for v in seq_lengths.flatten().tolist()]
+    return [int(v) for v in seq_lengths]
+
+
+def split_packed(x: torch.Tensor, seq_lengths, dim: int = 2) -> list[torch.Tensor]:
+    """Split a packed tensor (sequences concatenated along ``dim``) into one tensor per sequence."""
+    lengths = as_lengths(seq_lengths)
+    if lengths is None:
+        return list(x.unbind(0))
+    if sum(lengths) != x.size(dim):
+        raise ValueError(f"sequence lengths add up to {sum(lengths)} but the packed input has {x.size(dim)} frames")
+    return list(torch.split(x, lengths, dim=dim))
+
+
+class SetBlockWrapper(nn.Module):
+    """Applies a frame-wise 2D block to every frame of a sequence batch ``[n, c, s, h, w]``."""
+
+    def __init__(self, forward_block: nn.Module):
+        super().__init__()
+        self.forward_block = forward_block
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        n, c, s, h, w = x.shape
+        x = self.forward_block(x.transpose(1, 2).reshape(n * s, c, h, w), *args, **kwargs)
+        return x.reshape(n, s, *x.shape[1:]).transpose(1, 2).contiguous()
+
+
+class PackSequenceWrapper(nn.Module):
+    """Pools over time (``dim``) one sequence at a time when several are packed along that axis.
+
+    With ``seq_lengths`` None every row of the batch is one sequence and the pooling runs on the whole
+    tensor; otherwise the batch is ``[1, c, sum(lengths), ...]`` and the result has one row per sequence.
+    Pooling functions that return (values, indices), like ``torch.max``, give their values.
+    """
+
+    def __init__(self, pooling_func: Callable):
+        super().__init__()
+        self.pooling_func = pooling_func
+
+    def _pool(self, x, **options):
+        out = self.pooling_func(x, **options)
+        return out[0] if isinstance(out, (tuple, list)) else out
+
+    def forward(self, seqs: torch.Tensor, seq_lengths=None, dim: int = 2, **options) -> torch.Tensor:
+        if seq_lengths is None:
+            return self._pool(seqs, dim=dim, **options)
+        return torch.cat([self._pool(seq, dim=dim, **options) for seq in split_packed(seqs, seq_lengths, dim)])
+
+
+class HorizontalPoolingPyramid(nn.Module):
+    """Splits the feature map into horizontal strips at several scales; mean + max per strip.
+
+    [n, c, h, w] -> [n, c, sum(bin_num)]. Buffers nothing and owns no parameters.
+    """
+
+    def __init__(self, bin_num: Sequence[int] = (16, 8, 4, 2, 1)):
+        super().__init__()
+        self.bin_num = list(bin_num)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        features = []
+        for bins in self.bin_num:
+            z = x.reshape(n, c, bins, -1)
+            features.append(z.mean(-1) + z.amax(-1))
+        return torch.cat(features, -1)
+
+
+class SeparateFCs(nn.Module):
+    """One linear map per part: [n, c_in, p] -> [n, c_out, p]."""
+
+    def __init__(self, parts_num: int, in_channels: int, out_channels: int, norm: bool = False):
+        super().__init__()
+        self.p = parts_num
+        self.norm = norm
+        self.fc_bin = nn.Parameter(nn.init.xavier_uniform_(torch.zeros(parts_num, in_channels, out_channels)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(2, 0, 1)  # [p, n, c_in]
+        weight = F.normalize(self.fc_bin, dim=1) if self.norm else self.fc_bin
+        return x.matmul(weight).permute(1, 2, 0).contiguous()
+
+
+class SeparateBNNecks(nn.Module):
+    """BNNeck per part (Luo et al., "Bag of Tricks", 2019): batch norm, then a cosine classifier per part.
+
+    [n, c, p] -> (normalised features [n, c, p], logits [n, class_num, p]).
+    """
+
+    def __init__(self, parts_num: int, in_channels: int, class_num: int, norm: bool = True,
+                 parallel_BN1d: bool = True):
+        super().__init__()
+        self.p = parts_num
+        self.class_num = class_num
+        self.norm = norm
+        self.parallel_BN1d = parallel_BN1d
+        self.fc_bin = nn.Parameter(nn.init.xavier_uniform_(torch.zeros(parts_num, in_channels, class_num)))
+        if parallel_BN1d:
+            self.bn1d = nn.BatchNorm1d(in_channels * parts_num)
+        else:
+            self.bn1d = nn.ModuleList(nn.BatchNorm1d(in_channels) for _ in range(parts_num))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, p = x.shape
+        if self.parallel_BN1d:
+            x = self.bn1d(x.reshape(n, c * p)).reshape(n, c, p)
+        else:
+            x = torch.stack([bn(x[:, :, i]) for i, bn in enumerate(self.bn1d)], dim=2)
+        feature = x.permute(2, 0, 1)  # [p, n, c]
+        if self.norm:
+            feature = F.normalize(feature, dim=-1)
+            logits = feature.matmul(F.normalize(self.fc_bin, dim=1))
+        else:
+            logits = feature.matmul(self.fc_bin)
+        return feature.permute(1, 2, 0).contiguous(), logits.permute(1, 2, 0).contiguous()
+
+
+class BasicConv2d(nn.Module):
+    """A bias-free 2D convolution (OpenGait keeps it wrapped so the parameter is ``conv.weight``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, **kwargs):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False,
+                              **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class BasicConv3d(nn.Module):
+    """A bias-free 3D convolution, parameter ``conv3d.weight``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=(3, 3, 3), stride=(1, 1, 1),
+                 padding=(1, 1, 1), bias: bool = False, **kwargs):
+        super().__init__()
+        self.conv3d = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias,
+                                **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3d(x)
+
+
+class FocalConv2d(nn.Module):
+    """GaitPart's focal convolution: the map is cut into 2**halving horizontal strips, each convolved alone."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, halving: int, **kwargs):
+        super().__init__()
+        self.halving = halving
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, bias=False, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.halving == 0:
+            return self.conv(x)
+        strip = x.size(2) // 2 ** self.halving
+        return torch.cat([self.conv(part) for part in x.split(strip, 2)], 2)
+
+
+@BACKBONES.register()
+class Plain(nn.Module):
+    """A VGG-like stack described by strings: ``BC-64`` a 3x3 conv + LeakyReLU (the first one 5x5),
+    ``FC-64-2`` a focal conv with halving 2, ``M`` a 2x2 max pool."""
+
+    def __init__(self, layers_cfg: Sequence[str], in_channels: int = 1):
+        super().__init__()
+        self.layers_cfg = list(layers_cfg)
+        self.in_channels = in_channels
+        self.feature = self.make_layers()
+
+    def make_layers(self) -> nn.Sequential:
+        layers: list[nn.Module] = []
+        in_c = self.in_channels
+        for i, spec in enumerate(self.layers_cfg):
+            if spec == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                continue
+            kind, *numbers = spec.split("-")
+            kernel, pad = (5, 2) if i == 0 else (3, 1)
+            out_c = int(numbers[0])
+            if kind == "BC":
+                layers.append(BasicConv2d(in_c, out_c, kernel, 1, pad))
+            elif kind == "FC":
+                layers.append(FocalConv2d(in_c, out_c, kernel, halving=int(numbers[1]), stride=1, padding=pad))
+            else:
+                raise ValueError(f"Plain backbone: layer {spec!r} must be BC-<c>, FC-<c>-<halving> or M")
+            layers.append(nn.LeakyReLU(inplace=True))
+            in_c = out_c
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature(x)
+
+
+def build_backbone(backbone_cfg: dict) -> nn.Module:
+    """Build a backbone from ``{'type': name, **kwargs}``."""
+    cfg = dict(backbone_cfg)
+    return BACKBONES.build(cfg.pop("type"), **cfg)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters, trainable or not (buffers such as BN running statistics are not parameters)."""
+    return sum(p.numel() for p in model.parameters())
