@@ -1,0 +1,148 @@
+"""Samplers choose which sequences form a batch; ``SequenceCollator`` chooses their frames.
+
+Randomness is keyed by (seed, iteration): batch i of a run is the same whether the run went straight
+through, was resumed at i, or loads its data in any number of worker processes. Under distributed
+training every rank draws the same global batch and keeps its own interleaved share of it, so the global
+batch is the one the config asks for (OpenGait's convention).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..registry import SAMPLERS, ConfigError
+from .dataset import GaitDataset
+from .transforms import build_transform
+
+# Item ids travel from the sampler to the dataset wrapper: (iteration, position in the global batch, index).
+ItemId = tuple[int, int, int]
+
+
+@SAMPLERS.register()
+class TripletSampler:
+    """Infinite P x K batches: P distinct subjects, K sequences each (with replacement if a subject has fewer)."""
+
+    def __init__(self, labels: np.ndarray, batch_size: list[int], seed: int = 0, batch_shuffle: bool = False,
+                 start_iteration: int = 0, rank: int = 0, world_size: int = 1):
+        self.subjects, self.K = batch_size
+        self.by_label = [np.flatnonzero(labels == lab) for lab in np.unique(labels)]
+        if self.subjects > len(self.by_label):
+            raise ConfigError(f"trainer_cfg.sampler.batch_size asks for {self.subjects} subjects per batch but the "
+                              f"train set has {len(self.by_label)}")
+        self.seed, self.batch_shuffle = seed, batch_shuffle
+        self.iteration = start_iteration
+        self.rank, self.world_size = rank, world_size
+        if (self.subjects * self.K) % world_size:
+            raise ConfigError(f"the global batch {self.subjects}x{self.K} does not split evenly over {world_size} processes")
+
+    def global_batch(self, iteration: int) -> list[int]:
+        rng = np.random.default_rng([self.seed, iteration, 0])
+        chosen = rng.choice(len(self.by_label), self.subjects, replace=False)
+        batch = []
+        for s in chosen:
+            pool = self.by_label[s]
+            batch.extend(rng.choice(pool, self.K, replace=len(pool) < self.K).tolist())
+        if self.batch_shuffle:
+            batch = [batch[i] for i in rng.permutation(len(batch))]
+        return batch
+
+    def __iter__(self) -> Iterator[list[ItemId]]:
+        while True:
+            it = self.iteration
+            batch = self.global_batch(it)
+            self.iteration += 1
+            yield [(it, pos, idx) for pos, idx in enumerate(batch)][self.rank::self.world_size]
+
+
+@SAMPLERS.register()
+class InferenceSampler:
+    """Every sequence once, in order, ``batch_size`` at a time; under distribution each rank takes a
+    contiguous, disjoint shard (no padding duplicates)."""
+
+    def __init__(self, num_sequences: int, batch_size: int, rank: int = 0, world_size: int = 1):
+        per_rank = math.ceil(num_sequences / world_size)
+        self.indices = list(range(rank * per_rank, min(num_sequences, (rank + 1) * per_rank)))
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[ItemId]]:
+        for start in range(0, len(self.indices), self.batch_size):
+            yield [(0, pos, idx) for pos, idx in enumerate(self.indices[start:start + self.batch_size], start)]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+
+class SequenceReader(torch.utils.data.Dataset):
+    """Map-style view of a GaitDataset addressed by sampler item ids; returns raw uint8 frames."""
+
+    def __init__(self, dataset: GaitDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: ItemId) -> dict:
+        iteration, position, index = item
+        return {"frames": self.dataset.frames(index), "label": int(self.dataset.labels[index]), "index": index,
+                "iteration": iteration, "position": position}
+
+
+class SequenceCollator:
+    """Samples frames per sequence, applies the transform and builds the model's input.
+
+    ``sample_type`` is ``<fixed|unfixed|all>_<ordered|unordered>`` as in OpenGait: ``fixed`` draws
+    ``frames_num_fixed`` frames, ``unfixed`` a count in [frames_num_min, frames_num_max] per sequence,
+    ``all`` keeps every frame (the first ``frames_all_limit`` if set). Ordered draws a contiguous clip
+    (``frames_skip_num`` extra frames, of which ``frames_num`` are kept in order); unordered draws frames
+    at random, with replacement when the sequence is too short. Equal-length sequences are stacked
+    ``[n, s, h, w]``; otherwise they are packed ``[1, sum(s), h, w]`` with ``seq_lengths``.
+    """
+
+    def __init__(self, sampler_cfg: dict, transform_cfg, seed: int = 0, rank: int = 0):
+        mode, order = sampler_cfg["sample_type"].split("_")
+        self.mode, self.ordered = mode, order == "ordered"
+        self.frames_num_fixed = sampler_cfg.get("frames_num_fixed", 30)
+        self.frames_num_min = sampler_cfg.get("frames_num_min", 25)
+        self.frames_num_max = sampler_cfg.get("frames_num_max", 50)
+        self.frames_skip_num = sampler_cfg.get("frames_skip_num", 0)
+        self.frames_all_limit = sampler_cfg.get("frames_all_limit", -1)
+        self.transform = build_transform(transform_cfg)
+        self.seed, self.rank = seed, rank
+
+    def frame_indices(self, length: int, rng: np.random.Generator) -> np.ndarray:
+        if self.mode == "all":
+            indices = np.arange(length)
+            if 0 < self.frames_all_limit < length:
+                indices = indices[: self.frames_all_limit]
+            return indices
+        count = (self.frames_num_fixed if self.mode == "fixed"
+                 else int(rng.integers(self.frames_num_min, self.frames_num_max + 1)))
+        if not self.ordered:
+            return rng.choice(length, count, replace=length < count)
+        window = count + self.frames_skip_num
+        order = np.tile(np.arange(length), math.ceil(window / length))  # loop short sequences
+        start = int(rng.integers(0, len(order) - window + 1))
+        picked = np.sort(rng.choice(window, count, replace=False))
+        return order[start + picked]
+
+    def __call__(self, items: list[dict]) -> dict:
+        first = items[0]
+        rng = np.random.default_rng([self.seed, first["iteration"], first["position"], 1, self.rank])
+        sequences = []
+        for item in items:
+            frames = item["frames"]
+            sequences.append(self.transform(frames[self.frame_indices(len(frames), rng)], rng))
+        lengths = [len(s) for s in sequences]
+        if len(set(lengths)) == 1:
+            sils, seq_lengths = torch.from_numpy(np.stack(sequences)), None
+        else:
+            sils, seq_lengths = torch.from_numpy(np.concatenate(sequences))[None], lengths
+        return {
+            "sils": sils.float(),
+            "seq_lengths": seq_lengths,
+            "labels": torch.tensor([item["label"] for item in items], dtype=torch.long),
+            "indices": [item["index"] for item in items],
+        }

@@ -1,0 +1,92 @@
+"""Checkpoints: written atomically, read without executing code, compatible with OpenGait's files.
+
+gaitrec saves ``{"model", "optimizer", "scheduler", "scaler", "iteration", "rng", "config"}``; OpenGait
+saves the first four keys with the same meaning, and bare state_dicts (with or without DDP's
+``module.`` prefix) are accepted too.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from ..data.pickle_io import atomic_write_bytes
+
+
+def checkpoint_path(run_dir: Path, save_name: str, iteration: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"{save_name}-{iteration:05d}.pt"
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """Serialise to memory, then temporary file + fsync + rename: a crash never leaves a torn checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load with ``weights_only=True``; a file that needs code to unpickle is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: cannot be loaded as a weights-only checkpoint ({first_line})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a dict, found {type(state).__name__}")
+    return state
+
+
+def model_state(state: dict) -> dict[str, torch.Tensor]:
+    """The model's state_dict from a checkpoint dict or a bare state_dict, without DDP's ``module.`` prefix."""
+    weights = state["model"] if isinstance(state.get("model"), dict) else state
+    if weights and all(k.startswith("module.") for k in weights):
+        weights = {k[len("module."):]: v for k, v in weights.items()}
+    return weights
+
+
+def load_model_weights(model: torch.nn.Module, state: dict, strict: bool = True, where: str = "checkpoint"):
+    """Load weights; on a strict mismatch the error lists the missing and unexpected names briefly."""
+    weights = model_state(state)
+    target = model.module if hasattr(model, "module") else model
+    if strict:
+        own = set(target.state_dict())
+        missing, unexpected = sorted(own - set(weights)), sorted(set(weights) - own)
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+            if unexpected:
+                parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+            raise ValueError(f"{where} does not match the model: {'; '.join(parts)}. "
+                             "Use restore_ckpt_strict: false to load the matching part only")
+    return target.load_state_dict(weights, strict=strict)
+
+
+def list_checkpoints(run_dir: Path, save_name: str) -> list[tuple[int, Path]]:
+    """(iteration, path) of this run's checkpoints, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    pattern = re.compile(re.escape(save_name) + r"-(\d+)\.pt$")
+    found = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = pattern.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def prune_checkpoints(run_dir: Path, save_name: str, keep: int, protect: set | None = None) -> None:
+    """Keep the newest ``keep`` checkpoints (``keep`` <= 0 keeps all)."""
+    if keep <= 0:
+        return
+    for _, path in list_checkpoints(run_dir, save_name)[:-keep]:
+        if protect and path in protect:
+            continue
+        os.unlink(path)

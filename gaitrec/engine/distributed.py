@@ -1,0 +1,81 @@
+"""Process-group helpers: one process on CPU or one GPU, or many under ``torchrun`` (gloo on CPU, nccl on GPUs)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+
+@dataclass
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(requested: str | None, local_rank: int = 0) -> torch.device:
+    """``None``/"auto": CUDA if present, else CPU."""
+    if requested in (None, "auto"):
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def init(device: str | None = None, backend: str | None = None) -> DistContext:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = backend or os.environ.get("GAITREC_DIST_BACKEND") or ("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistContext(rank, world_size, local_rank, dev)
+
+
+def wrap_model(model: nn.Module, ctx: DistContext, trainer_cfg: dict) -> nn.Module:
+    if not ctx.distributed:
+        return model
+    if trainer_cfg.get("sync_BN"):
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                               find_unused_parameters=trainer_cfg.get("find_unused_parameters", False))
+
+
+def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's tensor along dim 0; gradients flow back into this rank's own slice."""
+    world = dist.get_world_size()
+    gathered = [torch.empty_like(tensor) for _ in range(world)]
+    dist.all_gather(gathered, tensor.detach().contiguous())
+    gathered[dist.get_rank()] = tensor
+    return torch.cat(gathered, 0)
+
+
+def summary_writer(run_dir: Path, ctx: DistContext):
+    """A TensorBoard writer on rank 0 (None elsewhere)."""
+    if ctx.rank != 0:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(Path(run_dir) / "summary"))
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        dist.barrier()

@@ -1,0 +1,88 @@
+"""Testing: embed every test sequence once, save ``features.npz``, evaluate with the configured protocol."""
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from ..data.dataset import GaitDataset, build_datasets
+from ..data.sampler import InferenceSampler, SequenceCollator, SequenceReader
+from ..evaluation.features import save_features
+from .distributed import DistContext
+
+log = logging.getLogger("gaitrec")
+
+
+@torch.no_grad()
+def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg: dict, ctx: DistContext,
+                     num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray] | None:
+    """Embeddings of every sequence of ``dataset`` in dataset order; under distribution each rank embeds a
+    disjoint shard and rank 0 returns the whole set (other ranks return None)."""
+    sampler_cfg = evaluator_cfg["sampler"]
+    sampler = InferenceSampler(len(dataset), sampler_cfg["batch_size"], ctx.rank, ctx.world_size)
+    collator = SequenceCollator(sampler_cfg, evaluator_cfg["transform"], seed=0, rank=ctx.rank)
+    loader = torch.utils.data.DataLoader(SequenceReader(dataset), batch_sampler=sampler, collate_fn=collator,
+                                         num_workers=num_workers)
+    use_amp = evaluator_cfg.get("enable_float16", False) and ctx.device.type == "cuda"
+    model.eval()
+    indices, chunks = [], []
+    for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0, dynamic_ncols=True):
+        autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
+        with autocast:
+            out = model(batch["sils"].to(ctx.device, non_blocking=True), batch["seq_lengths"])
+        chunks.append(out["embeddings"].float().cpu().numpy())
+        indices.extend(batch["indices"])
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0, 0), np.float32)
+    order = np.asarray(indices, dtype=np.int64)
+    if ctx.distributed:
+        parts = [None] * ctx.world_size if ctx.rank == 0 else None
+        dist.gather_object((order, embeddings), parts, dst=0)
+        if ctx.rank != 0:
+            return None
+        parts = [p for p in parts if len(p[0])]
+        order = np.concatenate([p[0] for p in parts])
+        embeddings = np.concatenate([p[1] for p in parts])
+    if sorted(order.tolist()) != list(range(len(dataset))):
+        raise RuntimeError("test features do not cover every sequence exactly once")
+    embeddings = embeddings[np.argsort(order)]
+    infos = [dataset.info(i) for i in range(len(dataset))]
+    return {"embeddings": embeddings, "labels": np.array([s.subject for s in infos]),
+            "types": np.array([s.type for s in infos]), "views": np.array([s.view for s in infos])}
+
+
+def evaluate_config(cfg: dict, features: dict) -> dict:
+    """Run the protocol that ``evaluator_cfg`` names on ``features``."""
+    from ..evaluation.protocols import evaluate, protocol_for_eval_func
+
+    ev = cfg["evaluator_cfg"]
+    protocol = protocol_for_eval_func(ev["eval_func"], cfg["data_cfg"].get("test_dataset_name")
+                                      or cfg["data_cfg"]["dataset_name"], ev.get("cross_view_gallery", False))
+    return evaluate(features, protocol, metric=ev["metric"], rerank=ev.get("rerank", False),
+                    probe_set=cfg["data_cfg"].get("dataset_partition"))
+
+
+def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Path, overwrite: bool = False,
+             progress: bool = True, test_set: GaitDataset | None = None) -> dict | None:
+    """Embed the test set, write ``features.npz`` and the report into ``output_dir``; returns the result on
+    rank 0 (None on other ranks)."""
+    from ..evaluation.report import write_report
+
+    output_dir = Path(output_dir)
+    if ctx.rank == 0 and not overwrite and (output_dir / "features.npz").exists():
+        raise FileExistsError(f"{output_dir} already holds test results; choose another --output or pass --overwrite")
+    if test_set is None:
+        _, test_set = build_datasets(cfg["data_cfg"], train=False)
+    features = extract_features(model, test_set, cfg["evaluator_cfg"], ctx,
+                                num_workers=cfg["data_cfg"].get("num_workers", 0), progress=progress)
+    if features is None:
+        return None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_features(output_dir / "features.npz", overwrite=overwrite, **features)
+    result = evaluate_config(cfg, features)
+    write_report(result, output_dir, overwrite=overwrite)
+    return result

@@ -1,0 +1,280 @@
+"""Training: one readable loop. Data, model, losses and optimizer come from the config; checkpoints,
+inference and logging are small helpers called from the loop."""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from ..config import dump, loss_entries, torch_class
+from ..data.dataset import build_datasets
+from ..data.sampler import SequenceCollator, SequenceReader, TripletSampler
+from ..losses import build_losses, total_loss
+from ..models import create_model
+from ..registry import ConfigError
+from . import distributed as dist_utils
+from .checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, load_model_weights, prune_checkpoints,
+                         save_checkpoint)
+from .inference import run_test
+
+log = logging.getLogger("gaitrec")
+
+
+def run_dir_of(cfg: dict, save_name: str | None = None) -> Path:
+    """``<output_root>/<dataset>/<model>/<save_name>``, OpenGait's layout."""
+    trainer = cfg["trainer_cfg"]
+    return (Path(trainer.get("output_root", "output")) / cfg["data_cfg"]["dataset_name"]
+            / cfg["model_cfg"]["model"] / (save_name or trainer["save_name"]))
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup_logging(run_dir: Path, filename: str, rank: int = 0) -> None:
+    """Log to ``run_dir/filename`` and to the console (through tqdm so the bar stays intact)."""
+    log.setLevel(logging.INFO)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    if rank != 0:
+        log.addHandler(logging.NullHandler())
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(run_dir / filename)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(file_handler)
+
+    class TqdmHandler(logging.Handler):
+        def emit(self, record):
+            tqdm.write(self.format(record))
+
+    log.addHandler(TqdmHandler())
+    log.propagate = False
+
+
+def build_optimizer(model: nn.Module, optimizer_cfg: dict) -> torch.optim.Optimizer:
+    cfg = dict(optimizer_cfg)
+    solver = torch_class(torch.optim, cfg.pop("solver"), torch.optim.Optimizer, "optimizer_cfg.solver")
+    return solver(filter(lambda p: p.requires_grad, model.parameters()), **cfg)
+
+
+def build_scheduler(optimizer, scheduler_cfg: dict):
+    cfg = dict(scheduler_cfg)
+    scheduler = torch_class(torch.optim.lr_scheduler, cfg.pop("scheduler"), torch.optim.lr_scheduler.LRScheduler,
+                            "scheduler_cfg.scheduler")
+    return scheduler(optimizer, **cfg)
+
+
+def amp_settings(enable: bool, device: torch.device, amp_dtype: str | None) -> tuple[bool, torch.dtype | None]:
+    """(use autocast, dtype). fp16 + GradScaler on CUDA; on CPU only bf16 is worth it, and only if asked."""
+    if not enable:
+        return False, None
+    if amp_dtype is None:
+        amp_dtype = "float16" if device.type == "cuda" else None
+    if amp_dtype is None:
+        log.info("enable_float16 is ignored on CPU (set trainer_cfg.amp_dtype: bfloat16 to use bf16 autocast)")
+        return False, None
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[amp_dtype]
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ConfigError("float16 autocast is not supported for training on CPU; use amp_dtype: bfloat16")
+    return True, dtype
+
+
+def check_class_num(model: nn.Module, num_classes: int) -> None:
+    """A classifier head smaller than the number of training subjects would index out of range."""
+    for module in model.modules():
+        class_num = getattr(module, "class_num", None)
+        if isinstance(class_num, int) and class_num < num_classes:
+            raise ConfigError(f"model_cfg: the classifier has class_num {class_num} but the train set has "
+                              f"{num_classes} subjects; set SeparateBNNecks.class_num (or the model's class_num) "
+                              f"to {num_classes}")
+
+
+def restore(cfg: dict, run_dir: Path, model, optimizer, scheduler, scaler, resume: bool) -> int:
+    """Restore per ``restore_hint`` (or the newest checkpoint with ``resume``); returns the start iteration."""
+    trainer = cfg["trainer_cfg"]
+    hint = trainer["restore_hint"]
+    if resume:
+        found = list_checkpoints(run_dir, trainer["save_name"])
+        if not found:
+            log.info("resume: no checkpoint in %s, starting fresh", run_dir / "checkpoints")
+            return 0
+        hint = found[-1][0]
+    if hint == 0:
+        return 0
+    if isinstance(hint, int):
+        path = checkpoint_path(run_dir, trainer["save_name"], hint)
+    else:
+        path = Path(hint)
+    state = load_checkpoint(path)
+    strict = trainer["restore_ckpt_strict"]
+    load_model_weights(model, state, strict=strict, where=str(path))
+    same_run = isinstance(hint, int)
+    if not trainer["optimizer_reset"] and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if not trainer["scheduler_reset"] and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    if same_run and "rng" in state:
+        torch.set_rng_state(state["rng"]["torch"])
+    iteration = int(state.get("iteration", 0)) if same_run else 0
+    log.info("restored %s (iteration %d, strict=%s)", path, int(state.get("iteration", 0)), strict)
+    return iteration
+
+
+def fix_batchnorm(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def train(cfg: dict, device: str | None = None, resume: bool = False, progress: bool = True,
+          test_at_end: bool = True) -> dict:
+    """Train the model of ``cfg``; returns ``{"run_dir", "iteration", "losses", "test"}``."""
+    ctx = dist_utils.init(device)
+    trainer = cfg["trainer_cfg"]
+    run_dir = run_dir_of(cfg)
+    setup_logging(run_dir, "train.log", ctx.rank)
+    set_seed(trainer["seed"] + ctx.rank)
+    if ctx.rank == 0:
+        (run_dir / "config.yaml").write_text(dump(cfg))
+    log.info("run directory %s, device %s, %d process(es)", run_dir, ctx.device, ctx.world_size)
+
+    train_set, _ = build_datasets(cfg["data_cfg"], test=False)
+    model = create_model(cfg["model_cfg"])
+    check_class_num(model, len(train_set.subjects))
+    model.to(ctx.device)
+    losses = build_losses(loss_entries(cfg))
+    optimizer = build_optimizer(model, cfg["optimizer_cfg"])
+    scheduler = build_scheduler(optimizer, cfg["scheduler_cfg"])
+    use_amp, amp_dtype = amp_settings(trainer["enable_float16"], ctx.device, trainer.get("amp_dtype"))
+    scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
+    start = restore(cfg, run_dir, model, optimizer, scheduler, scaler, resume)
+    model = dist_utils.wrap_model(model, ctx, trainer)
+
+    sampler_cfg = trainer["sampler"]
+    sampler = TripletSampler(train_set.labels, sampler_cfg["batch_size"], seed=trainer["seed"],
+                             batch_shuffle=sampler_cfg.get("batch_shuffle", False), start_iteration=start,
+                             rank=ctx.rank, world_size=ctx.world_size)
+    collator = SequenceCollator(sampler_cfg, trainer["transform"], seed=trainer["seed"], rank=ctx.rank)
+    workers = cfg["data_cfg"].get("num_workers", 0)
+    loader = torch.utils.data.DataLoader(SequenceReader(train_set), batch_sampler=sampler, collate_fn=collator,
+                                         num_workers=workers, persistent_workers=workers > 0)
+    writer = dist_utils.summary_writer(run_dir, ctx)
+
+    total_iter = trainer["total_iter"]
+    history: list[dict] = []
+    bar = tqdm(total=total_iter, initial=start, desc="train", disable=not progress or ctx.rank != 0,
+               dynamic_ncols=True)
+    model.train()
+    if trainer["fix_BN"]:
+        fix_batchnorm(model)
+    iteration = start
+    data_start = time.perf_counter()
+    for batch in loader:
+        if iteration >= total_iter:
+            break
+        data_time = time.perf_counter() - data_start
+        sils = batch["sils"].to(ctx.device, non_blocking=True)
+        labels = batch["labels"].to(ctx.device, non_blocking=True)
+        autocast = torch.autocast(ctx.device.type, dtype=amp_dtype) if use_amp else nullcontext()
+        with autocast:
+            outputs = model(sils, batch["seq_lengths"])
+        # The loss terms run in fp32 whatever the autocast: distances and softmax are precision-sensitive.
+        gather = dist_utils.all_gather_with_grad if ctx.distributed else None
+        loss, logged = total_loss(losses, outputs["training"], labels, gather, ctx.world_size)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at iteration {iteration + 1}: {logged}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scale_before = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            if scaler.get_scale() < scale_before:
+                log.info("iteration %d: fp16 gradients overflowed, step skipped (scale %g)", iteration + 1,
+                         scaler.get_scale())
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        iteration += 1
+
+        step_time = time.perf_counter() - data_start
+        logged.update({"loss": float(loss), "lr": optimizer.param_groups[0]["lr"], "time/iteration": step_time,
+                       "time/data": data_time})
+        history.append({"iteration": iteration, **logged})
+        if writer is not None:
+            for key, value in logged.items():
+                writer.add_scalar(key if "/" in key else f"train/{key}", value, iteration)
+            if iteration == start + 1 or iteration % trainer["save_iter"] == 0:
+                writer.add_images("input/silhouettes", sils.reshape(-1, 1, *sils.shape[-2:])[:16].float().cpu(),
+                                  iteration)
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.3f}")
+        if iteration % trainer["log_iter"] == 0 or iteration == total_iter:
+            log.info("iteration %d: %s", iteration, ", ".join(f"{k}={v:.4g}" for k, v in logged.items()))
+        if iteration % trainer["save_iter"] == 0 or iteration == total_iter:
+            if ctx.rank == 0:
+                save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration)
+            if trainer["with_test"] and iteration < total_iter:
+                result = test_during_training(cfg, model, ctx, run_dir, iteration, writer)
+                history[-1]["test"] = result
+        data_start = time.perf_counter()
+    bar.close()
+
+    test_result = None
+    if test_at_end:
+        test_result = test_during_training(cfg, model, ctx, run_dir, iteration, writer)
+    if writer is not None:
+        writer.close()
+    return {"run_dir": run_dir, "iteration": iteration, "history": history, "test": test_result}
+
+
+def save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration) -> Path:
+    target = model.module if hasattr(model, "module") else model
+    state = {
+        "model": target.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "iteration": iteration,
+        "rng": {"torch": torch.get_rng_state()},
+        "config": cfg,
+    }
+    path = save_checkpoint(checkpoint_path(run_dir, cfg["trainer_cfg"]["save_name"], iteration), state)
+    prune_checkpoints(run_dir, cfg["trainer_cfg"]["save_name"], cfg["trainer_cfg"].get("keep_checkpoints", 0))
+    log.info("saved %s", path)
+    return path
+
+
+def test_during_training(cfg, model, ctx, run_dir: Path, iteration: int, writer) -> dict | None:
+    """Test the current weights, log the results, and return them (rank 0; None elsewhere)."""
+    was_training = model.training
+    result = run_test(cfg, model, ctx, output_dir=run_dir / "test" / f"{iteration:05d}", overwrite=True,
+                      progress=False)
+    if was_training:
+        model.train()
+        if cfg["trainer_cfg"]["fix_BN"]:
+            fix_batchnorm(model)
+    if result is not None:
+        scores = result["results"]
+        log.info("test at iteration %d: %s", iteration,
+                 ", ".join(f"{k}={v:.2f}" for k, v in scores.items() if isinstance(v, (int, float))))
+        if writer is not None:
+            for key, value in scores.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    writer.add_scalar(f"test/{key}", value, iteration)
+    return result

@@ -1,0 +1,107 @@
+import textwrap
+
+import pytest
+
+from gaitrec.config import apply_overrides, load_config, merge
+from gaitrec.registry import ConfigError
+
+BASELINE_MODEL = textwrap.dedent("""
+    model_cfg:
+      model: Baseline
+      backbone_cfg:
+        type: Plain
+        in_channels: 1
+        layers_cfg: [BC-8, M, BC-16]
+      SeparateFCs: {in_channels: 16, out_channels: 16, parts_num: 3}
+      SeparateBNNecks: {class_num: 4, in_channels: 16, parts_num: 3}
+      bin_num: [2, 1]
+""")
+
+
+def write(tmp_path, text, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_merge_dicts_recursively_lists_replace():
+    base = {"a": {"x": 1, "y": [1, 2]}, "b": 2}
+    out = merge(base, {"a": {"y": [3]}, "c": 4})
+    assert out == {"a": {"x": 1, "y": [3]}, "b": 2, "c": 4}
+    assert base["a"]["y"] == [1, 2]  # inputs untouched
+
+
+def test_defaults_fill_missing_keys(tmp_path):
+    cfg = load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  total_iter: 7\n"))
+    assert cfg["trainer_cfg"]["total_iter"] == 7
+    assert cfg["trainer_cfg"]["log_iter"] == 100  # from the defaults
+    assert cfg["optimizer_cfg"] == {"lr": 0.1, "momentum": 0.9, "solver": "SGD", "weight_decay": 0.0005}
+    assert cfg["trainer_cfg"]["sampler"]["batch_size"] == [8, 16]
+
+
+def test_user_loss_list_replaces_default_loss(tmp_path):
+    extra = "loss_cfg:\n  - {type: CrossEntropyLoss, scale: 16, log_prefix: softmax, loss_term_weight: 0.1}\n"
+    cfg = load_config(write(tmp_path, BASELINE_MODEL + extra))
+    assert cfg["loss_cfg"] == [{"type": "CrossEntropyLoss", "scale": 16, "log_prefix": "softmax",
+                                "loss_term_weight": 0.1}]
+
+
+def test_overrides(tmp_path):
+    cfg = load_config(write(tmp_path, BASELINE_MODEL), ["trainer_cfg.total_iter=100", "optimizer_cfg.lr=1e-3",
+                                                       "trainer_cfg.sampler.batch_size=[2, 3]"])
+    assert cfg["trainer_cfg"]["total_iter"] == 100
+    assert cfg["optimizer_cfg"]["lr"] == pytest.approx(1e-3)
+    assert cfg["trainer_cfg"]["sampler"]["batch_size"] == [2, 3]
+    cfg = apply_overrides({"loss_cfg": [{"margin": 0.2}]}, ["loss_cfg.0.margin=0.3"])
+    assert cfg["loss_cfg"][0]["margin"] == 0.3
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_overrides({"loss_cfg": [{}]}, ["loss_cfg.3.margin=1"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["trainer_cfg.total_iter"])
+
+
+def test_typo_names_key_file_and_closest(tmp_path):
+    path = write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  totl_iter: 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "trainer_cfg.totl_iter" in msg and "did you mean trainer_cfg.total_iter" in msg
+
+
+def test_wrong_type_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="trainer_cfg.total_iter must be int, got 'many'"):
+        load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  total_iter: many\n"))
+    with pytest.raises(ConfigError, match="trainer_cfg.with_test must be bool"):
+        load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  with_test: 1\n"))
+
+
+def test_model_and_loss_keys_checked_against_constructors(tmp_path):
+    with pytest.raises(ConfigError, match=r"model_cfg.bin_nums \(did you mean model_cfg.bin_num\?\)"):
+        load_config(write(tmp_path, BASELINE_MODEL + "  bin_nums: [1]\n"))
+    with pytest.raises(ConfigError, match=r"loss_cfg\[0\].marign \(did you mean loss_cfg\[0\].margin\?\)"):
+        load_config(write(tmp_path, BASELINE_MODEL + "loss_cfg:\n  - {type: TripletLoss, marign: 0.2}\n"))
+
+
+def test_unknown_names_list_known(tmp_path):
+    with pytest.raises(ConfigError, match="unknown model 'Baselin'. Did you mean 'Baseline'"):
+        load_config(write(tmp_path, BASELINE_MODEL.replace("model: Baseline", "model: Baselin")))
+    with pytest.raises(ConfigError, match="unknown optimizer_cfg.solver 'Adm' \\(did you mean 'Adam'"):
+        load_config(write(tmp_path, BASELINE_MODEL + "optimizer_cfg:\n  solver: Adm\n"))
+    with pytest.raises(ConfigError, match="unknown transform 'BaseSilCutting'"):
+        load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  transform:\n    - type: BaseSilCutting\n"))
+    with pytest.raises(ConfigError, match="sample_type 'fixed_unorderd'.*did you mean 'fixed_unordered'"):
+        load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  sampler:\n    sample_type: fixed_unorderd\n"))
+
+
+def test_unknown_section_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="unknown section 'trainer' \\(did you mean 'trainer_cfg'"):
+        load_config(write(tmp_path, BASELINE_MODEL + "trainer:\n  total_iter: 1\n"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "model_cfg: [unclosed\n"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_opengait_only_keys_are_accepted_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="trainer_cfg.enable_distributed is not used"):
+        load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  enable_distributed: true\n"))

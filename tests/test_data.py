@@ -1,0 +1,160 @@
+import numpy as np
+import pytest
+import torch
+
+from gaitrec.data.dataset import GaitDataset, PklSource, build_datasets
+from gaitrec.data.pickle_io import save_array
+from gaitrec.data.sampler import InferenceSampler, SequenceCollator, SequenceReader, TripletSampler
+from gaitrec.data.transforms import BaseSilCuttingTransform, BaseSilTransform, build_transform
+from gaitrec.registry import ConfigError
+
+
+def test_dataset_lists_sequences_and_labels(constructed_dataset, partition_file):
+    train, test = build_datasets({"dataset_root": str(constructed_dataset), "dataset_partition": str(partition_file)})
+    assert len(train) == 2 * 2 * 2 and len(test) == 4
+    assert train.subjects == ["001", "002"] and test.subjects == ["003"]
+    assert sorted(set(train.labels.tolist())) == [0, 1]
+    info = test.info(0)
+    assert (info.subject, info.type, info.view) == ("003", "nm-01", "000")
+    frames = test.frames(0)
+    assert frames.shape == (6, 16, 16) and frames.dtype == np.uint8 and frames[0, 0, 0] == 100
+
+
+def test_bad_sequences_are_named_or_skipped_when_configured(constructed_dataset):
+    bad = constructed_dataset / "002" / "nm-01" / "000" / "000.pkl"
+    bad.write_bytes(b"not a pickle")
+    (constructed_dataset / "003" / "nm-02" / "090").joinpath("000.pkl")  # untouched
+    save_array(constructed_dataset / "003" / "nm-01" / "000" / "000.pkl", np.zeros((0, 16, 16), np.uint8))
+    strict = GaitDataset(PklSource(constructed_dataset))
+    index = [i for i in range(len(strict)) if strict.info(i).location == str(bad)][0]
+    with pytest.raises(ValueError, match="002/nm-01/000/000.pkl: corrupt or unreadable"):
+        strict.frames(index)
+    with pytest.warns(UserWarning, match="skipped"):
+        lenient = GaitDataset(PklSource(constructed_dataset), skip_bad=True)
+    assert len(lenient) == len(strict) - 2
+
+
+def test_empty_folder_is_an_error_unless_skipping(constructed_dataset):
+    (constructed_dataset / "001" / "bg-01" / "000").mkdir(parents=True)
+    with pytest.raises(ValueError, match="bg-01/000: sequence folder holds no .pkl"):
+        GaitDataset(PklSource(constructed_dataset))
+    with pytest.warns(UserWarning, match="empty sequence folder skipped"):
+        GaitDataset(PklSource(constructed_dataset), skip_bad=True)
+
+
+def test_missing_root_and_partition_mismatch(tmp_path, constructed_dataset):
+    with pytest.raises(ConfigError, match="dataset root not found"):
+        PklSource(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="no sequence on disk belongs"):
+        GaitDataset(PklSource(constructed_dataset), subjects=["999"])
+
+
+def test_triplet_sampler_p_by_k():
+    labels = np.repeat(np.arange(5), [4, 4, 4, 4, 1])  # subject 4 has a single sequence
+    sampler = TripletSampler(labels, [3, 4], seed=1)
+    batches = [b for _, b in zip(range(20), sampler)]
+    for batch in batches:
+        assert len(batch) == 12
+        idx = [i for _, _, i in batch]
+        subjects = labels[idx].reshape(3, 4)
+        assert all(len(set(row)) == 1 for row in subjects)  # K sequences of one subject
+        assert len(set(subjects[:, 0])) == 3  # P distinct subjects
+    # a subject with fewer than K sequences is drawn with replacement
+    assert any(labels[b[0][2]] == 4 or 4 in labels[[i for _, _, i in b]] for b in batches)
+
+
+def test_triplet_sampler_is_keyed_by_iteration_and_split_over_ranks():
+    labels = np.repeat(np.arange(6), 5)
+    full = TripletSampler(labels, [2, 4], seed=3)
+    first = [b for _, b in zip(range(5), full)]
+    resumed = TripletSampler(labels, [2, 4], seed=3, start_iteration=3)
+    assert next(iter(resumed)) == first[3]
+    r0 = next(iter(TripletSampler(labels, [2, 4], seed=3, rank=0, world_size=2)))
+    r1 = next(iter(TripletSampler(labels, [2, 4], seed=3, rank=1, world_size=2)))
+    assert sorted(r0 + r1, key=lambda x: x[1]) == first[0]
+    with pytest.raises(ConfigError, match="asks for 7 subjects"):
+        TripletSampler(labels, [7, 2])
+
+
+def test_inference_sampler_shards_cover_every_sequence_once():
+    shards = [[i for b in InferenceSampler(10, 3, rank, 3) for _, _, i in b] for rank in range(3)]
+    assert sorted(sum(shards, [])) == list(range(10))
+    assert all(len(set(a) & set(b)) == 0 for a in shards for b in shards if a is not b)
+
+
+def _items(lengths):
+    return [{"frames": np.arange(n, dtype=np.uint8)[:, None, None].repeat(4, 1).repeat(4, 2), "label": k,
+             "index": k, "iteration": 0, "position": k} for k, n in enumerate(lengths)]
+
+
+def test_fixed_unordered_samples_with_replacement_when_short():
+    collate = SequenceCollator({"sample_type": "fixed_unordered", "frames_num_fixed": 8}, [{"type": "BaseSilTransform"}])
+    batch = collate(_items([5, 20]))
+    assert batch["sils"].shape == (2, 8, 4, 4) and batch["seq_lengths"] is None
+    assert batch["sils"][0].unique().numel() <= 5
+
+
+def test_fixed_ordered_draws_a_contiguous_clip():
+    collate = SequenceCollator({"sample_type": "fixed_ordered", "frames_num_fixed": 6}, [{"type": "BaseSilTransform"}])
+    frames = (collate(_items([30]))["sils"][0, :, 0, 0] * 255).round().long()
+    assert torch.equal(frames, torch.arange(frames[0], frames[0] + 6))
+    skip = SequenceCollator({"sample_type": "fixed_ordered", "frames_num_fixed": 4, "frames_skip_num": 4},
+                            [{"type": "BaseSilTransform"}])
+    picked = (skip(_items([30]))["sils"][0, :, 0, 0] * 255).round().long()
+    assert bool((picked[1:] > picked[:-1]).all()) and int(picked[-1] - picked[0]) <= 7
+
+
+def test_unfixed_counts_within_range_and_packs():
+    collate = SequenceCollator({"sample_type": "unfixed_unordered", "frames_num_min": 3, "frames_num_max": 9},
+                               [{"type": "BaseSilTransform"}])
+    batch = collate(_items([20] * 6))
+    lengths = batch["seq_lengths"] or [batch["sils"].shape[1]] * 6
+    assert all(3 <= n <= 9 for n in lengths) and sum(lengths) == batch["sils"].shape[-3] * (
+        1 if batch["seq_lengths"] else 6)
+
+
+def test_all_ordered_packs_whole_sequences_in_order():
+    collate = SequenceCollator({"sample_type": "all_ordered"}, [{"type": "BaseSilTransform"}])
+    batch = collate(_items([3, 5]))
+    assert batch["sils"].shape == (1, 8, 4, 4) and batch["seq_lengths"] == [3, 5]
+    assert torch.equal((batch["sils"][0, :, 0, 0] * 255).round().long(), torch.tensor([0, 1, 2, 0, 1, 2, 3, 4]))
+    limited = SequenceCollator({"sample_type": "all_ordered", "frames_all_limit": 2}, [{"type": "BaseSilTransform"}])
+    assert limited(_items([3, 5]))["sils"].shape == (2, 2, 4, 4)
+
+
+def test_cutting_transform_matches_opengait_widths():
+    frames = np.full((2, 64, 64), 255, np.uint8)
+    out = BaseSilCuttingTransform()(frames)
+    assert out.shape == (2, 64, 44) and out.dtype == np.float32 and out.max() == 1.0
+    assert BaseSilCuttingTransform()(np.zeros((1, 128, 128), np.uint8)).shape == (1, 128, 88)
+    assert BaseSilCuttingTransform()(np.zeros((1, 32, 32), np.uint8)).shape == (1, 32, 32)
+    assert BaseSilTransform()(frames).max() == 1.0
+
+
+def test_compose_and_augmentations_keep_shape():
+    t = build_transform([{"type": "Compose", "trf_cfg": [
+        {"type": "BaseSilCuttingTransform"}, {"type": "RandomRotate", "prob": 1.0},
+        {"type": "RandomErasing", "prob": 1.0}, {"type": "RandomPerspective", "prob": 1.0},
+        {"type": "RandomHorizontalFlip", "prob": 1.0}, {"type": "RandomAffine", "prob": 1.0}]}])
+    frames = np.zeros((3, 64, 64), np.uint8)
+    frames[:, 10:50, 20:44] = 255
+    out = t(frames, np.random.default_rng(0))
+    assert out.shape == (3, 64, 44) and out.dtype == np.float32
+    assert not np.array_equal(out, BaseSilCuttingTransform()(frames))
+    with pytest.raises(ConfigError, match="one entry per input modality"):
+        build_transform([{"type": "BaseSilTransform"}, {"type": "BaseSilTransform"}])
+
+
+def test_reader_and_loader_with_workers(constructed_dataset):
+    ds = GaitDataset(PklSource(constructed_dataset))
+    sampler = TripletSampler(ds.labels, [2, 2], seed=0)
+    collate = SequenceCollator({"sample_type": "fixed_unordered", "frames_num_fixed": 4},
+                               [{"type": "BaseSilTransform"}], seed=0)
+    batches = []
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(SequenceReader(ds), batch_sampler=TripletSampler(ds.labels, [2, 2]),
+                                             collate_fn=collate, num_workers=workers)
+        batches.append([b for _, b in zip(range(3), loader)])
+    for a, b in zip(*batches):  # identical regardless of the number of worker processes
+        assert torch.equal(a["sils"], b["sils"]) and torch.equal(a["labels"], b["labels"])
+    assert sampler.subjects == 2
