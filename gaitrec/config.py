@@ -150,6 +150,10 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), validate_config
     if "loss_cfg" in user:
         # A loss's keys belong to its type: a user's loss list or mapping replaces the default TripletLoss whole.
         defaults.pop("loss_cfg")
+    for section, key in (("optimizer_cfg", "solver"), ("scheduler_cfg", "scheduler")):
+        # Likewise the default SGD's momentum means nothing to Adam: defaults apply to the same class only.
+        if user.get(section, {}).get(key, defaults[section][key]) != defaults[section][key]:
+            defaults[section] = {}
     cfg = merge(defaults, user)
     cfg = apply_overrides(cfg, overrides)
     if validate_config:

@@ -105,3 +105,12 @@ def test_unknown_section_and_bad_yaml(tmp_path):
 def test_opengait_only_keys_are_accepted_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="trainer_cfg.enable_distributed is not used"):
         load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  enable_distributed: true\n"))
+
+
+def test_defaults_of_another_optimizer_or_scheduler_do_not_leak(tmp_path):
+    cfg = load_config(write(tmp_path, BASELINE_MODEL + "optimizer_cfg:\n  solver: Adam\n  lr: 0.001\n"
+                                                        "scheduler_cfg:\n  scheduler: StepLR\n  step_size: 10\n"))
+    assert cfg["optimizer_cfg"] == {"solver": "Adam", "lr": 0.001}
+    assert cfg["scheduler_cfg"] == {"scheduler": "StepLR", "step_size": 10}
+    cfg = load_config(write(tmp_path, BASELINE_MODEL + "optimizer_cfg:\n  lr: 0.05\n"))
+    assert cfg["optimizer_cfg"]["momentum"] == 0.9 and cfg["optimizer_cfg"]["lr"] == 0.05

@@ -195,7 +195,8 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
         # The loss terms run in fp32 whatever the autocast: distances and softmax are precision-sensitive.
         gather = dist_utils.all_gather_with_grad if ctx.distributed else None
         loss, logged = total_loss(losses, outputs["training"], labels, gather, ctx.world_size)
-        if not torch.isfinite(loss):
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
             raise FloatingPointError(f"non-finite loss at iteration {iteration + 1}: {logged}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -213,7 +214,7 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
         iteration += 1
 
         step_time = time.perf_counter() - data_start
-        logged.update({"loss": float(loss), "lr": optimizer.param_groups[0]["lr"], "time/iteration": step_time,
+        logged.update({"loss": loss_value, "lr": optimizer.param_groups[0]["lr"], "time/iteration": step_time,
                        "time/data": data_time})
         history.append({"iteration": iteration, **logged})
         if writer is not None:
@@ -223,7 +224,7 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
                 writer.add_images("input/silhouettes", sils.reshape(-1, 1, *sils.shape[-2:])[:16].float().cpu(),
                                   iteration)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{loss_value:.3f}")
         if iteration % trainer["log_iter"] == 0 or iteration == total_iter:
             log.info("iteration %d: %s", iteration, ", ".join(f"{k}={v:.4g}" for k, v in logged.items()))
         if iteration % trainer["save_iter"] == 0 or iteration == total_iter:
