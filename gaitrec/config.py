@@ -41,7 +41,8 @@ SCHEMA: dict[str, dict[str, Any]] = {
         "enable_float16": BOOL, "with_test": BOOL, "fix_BN": BOOL, "log_iter": INT, "restore_ckpt_strict": BOOL,
         "optimizer_reset": BOOL, "scheduler_reset": BOOL, "restore_hint": (int, str), "save_iter": INT,
         "save_name": STR, "sync_BN": BOOL, "find_unused_parameters": BOOL, "total_iter": INT, "seed": INT,
-        "output_root": STR, "sampler": DICT, "transform": LIST,
+        "output_root": STR, "sampler": DICT, "transform": LIST, "amp_dtype": OPTIONAL_STR, "keep_checkpoints": INT,
+        "skip_nonfinite": BOOL, "best_metric": OPTIONAL_STR, "compile": BOOL, "channels_last": BOOL,
         "enable_distributed": IGNORED, "fix_layers": IGNORED, "T_max_iter": IGNORED,
     },
     "evaluator_cfg": {
@@ -192,13 +193,25 @@ def _check_keys(section: dict, schema: dict, where: str, source: str):
         _check_type(value, schema[key], f"{where}.{key}", source)
 
 
-def check_kwargs(func, kwargs: dict, where: str, source: str, extra: Iterable[str] = ()):
-    """Every key of ``kwargs`` must be a parameter of ``func`` (a class or function)."""
+def check_kwargs(func, kwargs: dict, where: str, source: str, extra: Iterable[str] = (),
+                 ignorable: Iterable[str] = ()):
+    """Every key of ``kwargs`` must be a parameter of ``func`` (a class or function).
+
+    Keys in ``ignorable`` are ones OpenGait's own configs carry but its code silently drops (SGD's
+    ``momentum`` under Adam, ``img_w`` on a transform): they are removed from ``kwargs`` with a warning, so
+    those configs load unchanged while a real typo is still an error.
+    """
     params = inspect.signature(func).parameters
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
         return
     valid = [name for name in params if name != "self"] + list(extra)
-    for key in kwargs:
+    ignorable = set(ignorable)
+    for key in list(kwargs):
+        if key not in valid and key in ignorable:
+            warnings.warn(f"{source}: {where}.{key} does not apply to {getattr(func, '__name__', func)} and is ignored",
+                          stacklevel=3)
+            del kwargs[key]
+            continue
         if key not in valid:
             hint = closest(key, valid)
             raise ConfigError(f"{source}: unknown key {where}.{key}"
@@ -231,8 +244,18 @@ def _check_transforms(transforms, where: str, source: str):
         if not isinstance(entry, dict) or "type" not in entry:
             raise ConfigError(f"{source}: {where}[{i}] must be a mapping with a 'type'")
         cls = TRANSFORMS.get(entry["type"])
-        kwargs = {k: v for k, v in entry.items() if k != "type"}
-        check_kwargs(cls, kwargs, f"{where}[{i}]", source)
+        check_kwargs(cls, entry, f"{where}[{i}]", source, extra=("type",), ignorable=("img_w",))
+        if entry["type"] == "Compose":
+            _check_transforms(entry.get("trf_cfg", []), f"{where}[{i}].trf_cfg", source)
+
+
+def _all_parameters(module, base: type) -> set[str]:
+    """Parameter names of every class of ``module`` deriving from ``base``."""
+    names = set()
+    for obj in vars(module).values():
+        if inspect.isclass(obj) and issubclass(obj, base):
+            names.update(inspect.signature(obj).parameters)
+    return names
 
 
 def torch_class(module, name: str, base: type, kind: str):
@@ -247,7 +270,10 @@ def torch_class(module, name: str, base: type, kind: str):
 
 
 def validate(cfg: dict, source: str = "<config>") -> None:
-    """Raise ConfigError naming the key and ``source`` for the first problem found."""
+    """Raise ConfigError naming the key and ``source`` for the first problem found.
+
+    Keys that OpenGait's configs carry and its code ignores are dropped from ``cfg`` with a warning.
+    """
     _import_registered()
     for section in SECTIONS:
         if section not in cfg:
@@ -260,6 +286,9 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     _check_sampler(cfg["evaluator_cfg"]["sampler"], "evaluator_cfg.sampler", source, training=False)
     _check_transforms(cfg["trainer_cfg"]["transform"], "trainer_cfg.transform", source)
     _check_transforms(cfg["evaluator_cfg"]["transform"], "evaluator_cfg.transform", source)
+    if cfg["trainer_cfg"].get("amp_dtype") not in (None, "float16", "bfloat16"):
+        raise ConfigError(f"{source}: trainer_cfg.amp_dtype must be float16 or bfloat16, "
+                          f"got {cfg['trainer_cfg']['amp_dtype']!r}")
     if cfg["evaluator_cfg"]["metric"] not in ("euc", "cos"):
         raise ConfigError(f"{source}: evaluator_cfg.metric must be 'euc' or 'cos', got {cfg['evaluator_cfg']['metric']!r}")
 
@@ -277,13 +306,15 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         check_kwargs(cls, {k: v for k, v in loss.items() if k not in LOSS_COMMON_KEYS}, where, source,
                      extra=LOSS_COMMON_KEYS)
 
-    opt = dict(cfg["optimizer_cfg"])
-    solver = torch_class(torch.optim, opt.pop("solver", None), torch.optim.Optimizer, "optimizer_cfg.solver")
-    check_kwargs(solver, opt, "optimizer_cfg", source)
-    sched = dict(cfg["scheduler_cfg"])
-    scheduler = torch_class(torch.optim.lr_scheduler, sched.pop("scheduler", None),
+    opt = cfg["optimizer_cfg"]
+    solver = torch_class(torch.optim, opt.get("solver"), torch.optim.Optimizer, "optimizer_cfg.solver")
+    check_kwargs(solver, opt, "optimizer_cfg", source, extra=("solver",),
+                 ignorable=_all_parameters(torch.optim, torch.optim.Optimizer))
+    sched = cfg["scheduler_cfg"]
+    scheduler = torch_class(torch.optim.lr_scheduler, sched.get("scheduler"),
                             torch.optim.lr_scheduler.LRScheduler, "scheduler_cfg.scheduler")
-    check_kwargs(scheduler, sched, "scheduler_cfg", source)
+    check_kwargs(scheduler, sched, "scheduler_cfg", source, extra=("scheduler",),
+                 ignorable=_all_parameters(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler))
 
 
 def _import_registered():

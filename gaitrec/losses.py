@@ -91,13 +91,14 @@ def build_losses(loss_cfgs: list[dict]) -> dict[str, nn.Module]:
 
 def total_loss(losses: dict[str, nn.Module], training_outputs: dict, labels: torch.Tensor, gather=None,
                world_size: int = 1) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of every configured loss, and their logged values as ``<prefix>/<name>``.
+    """Weighted sum of every configured loss, and the logged values: ``<prefix>/<name>`` and ``loss``.
 
     Under distributed training ``gather`` concatenates a tensor over all ranks. Losses that mine pairs
     (``gathers_batch``) then see the whole global batch, as in OpenGait, and their value is multiplied by
     the world size because DistributedDataParallel averages the ranks' gradients.
     """
     total = 0.0
+    logged_total = 0.0
     logged = {}
     for prefix, loss_fn in losses.items():
         if prefix not in training_outputs:
@@ -108,7 +109,9 @@ def total_loss(losses: dict[str, nn.Module], training_outputs: dict, labels: tor
             inputs = {k: gather(v) for k, v in inputs.items()}
             loss_labels, scale = gather(labels), float(world_size)
         value, info = loss_fn(**inputs, labels=loss_labels)
+        logged_total += float(value.detach()) * loss_fn.loss_term_weight
         value = value * scale
         total = total + value * loss_fn.loss_term_weight
         logged.update({f"{prefix}/{k}": float(v) for k, v in info.items()})
+    logged["loss"] = logged_total  # the objective itself, without the world-size factor
     return total, logged

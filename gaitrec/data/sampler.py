@@ -101,7 +101,7 @@ class SequenceCollator:
     ``[n, s, h, w]``; otherwise they are packed ``[1, sum(s), h, w]`` with ``seq_lengths``.
     """
 
-    def __init__(self, sampler_cfg: dict, transform_cfg, seed: int = 0, rank: int = 0):
+    def __init__(self, sampler_cfg: dict, transform_cfg, seed: int = 0):
         mode, order = sampler_cfg["sample_type"].split("_")
         self.mode, self.ordered = mode, order == "ordered"
         self.frames_num_fixed = sampler_cfg.get("frames_num_fixed", 30)
@@ -110,7 +110,7 @@ class SequenceCollator:
         self.frames_skip_num = sampler_cfg.get("frames_skip_num", 0)
         self.frames_all_limit = sampler_cfg.get("frames_all_limit", -1)
         self.transform = build_transform(transform_cfg)
-        self.seed, self.rank = seed, rank
+        self.seed = seed
 
     def frame_indices(self, length: int, rng: np.random.Generator) -> np.ndarray:
         if self.mode == "all":
@@ -129,10 +129,10 @@ class SequenceCollator:
         return order[start + picked]
 
     def __call__(self, items: list[dict]) -> dict:
-        first = items[0]
-        rng = np.random.default_rng([self.seed, first["iteration"], first["position"], 1, self.rank])
         sequences = []
         for item in items:
+            # Keyed by the item's place in the global batch: the same frames whichever rank or worker draws it.
+            rng = np.random.default_rng([self.seed, item["iteration"], item["position"], 1])
             frames = item["frames"]
             sequences.append(self.transform(frames[self.frame_indices(len(frames), rng)], rng))
         lengths = [len(s) for s in sequences]

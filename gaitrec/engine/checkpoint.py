@@ -7,6 +7,7 @@ saves the first four keys with the same meaning, and bare state_dicts (with or w
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 from pathlib import Path
@@ -55,17 +56,26 @@ def load_model_weights(model: torch.nn.Module, state: dict, strict: bool = True,
     """Load weights; on a strict mismatch the error lists the missing and unexpected names briefly."""
     weights = model_state(state)
     target = model.module if hasattr(model, "module") else model
+    own = target.state_dict()
+    reshaped = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
     if strict:
-        own = set(target.state_dict())
-        missing, unexpected = sorted(own - set(weights)), sorted(set(weights) - own)
-        if missing or unexpected:
+        missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+        if missing or unexpected or reshaped:
             parts = []
             if missing:
                 parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
             if unexpected:
                 parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+            if reshaped:
+                parts.append(f"other shapes {len(reshaped)} (e.g. {reshaped[0]}: {tuple(weights[reshaped[0]].shape)} "
+                             f"in the file, {tuple(own[reshaped[0]].shape)} in the model)")
             raise ValueError(f"{where} does not match the model: {'; '.join(parts)}. "
                              "Use restore_ckpt_strict: false to load the matching part only")
+    if reshaped:
+        # Stage-to-stage loading (e.g. a new classifier size): keep only tensors whose shapes agree.
+        logging.getLogger("gaitrec").info("%s: %d tensor(s) with other shapes not loaded: %s", where,
+                                          len(reshaped), ", ".join(reshaped[:5]))
+        weights = {k: v for k, v in weights.items() if k not in reshaped}
     return target.load_state_dict(weights, strict=strict)
 
 

@@ -25,7 +25,7 @@ def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg
     disjoint shard and rank 0 returns the whole set (other ranks return None)."""
     sampler_cfg = evaluator_cfg["sampler"]
     sampler = InferenceSampler(len(dataset), sampler_cfg["batch_size"], ctx.rank, ctx.world_size)
-    collator = SequenceCollator(sampler_cfg, evaluator_cfg["transform"], seed=0, rank=ctx.rank)
+    collator = SequenceCollator(sampler_cfg, evaluator_cfg["transform"], seed=0)
     loader = torch.utils.data.DataLoader(SequenceReader(dataset), batch_sampler=sampler, collate_fn=collator,
                                          num_workers=num_workers)
     use_amp = evaluator_cfg.get("enable_float16", False) and ctx.device.type == "cuda"

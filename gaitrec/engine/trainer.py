@@ -2,6 +2,7 @@
 inference and logging are small helpers called from the loop."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from ..config import dump, loss_entries, torch_class
 from ..data.dataset import build_datasets
+from ..data.pickle_io import atomic_write_bytes
 from ..data.sampler import SequenceCollator, SequenceReader, TripletSampler
 from ..losses import build_losses, total_loss
 from ..models import create_model
@@ -112,6 +114,9 @@ def restore(cfg: dict, run_dir: Path, model, optimizer, scheduler, scaler, resum
             return 0
         hint = found[-1][0]
     if hint == 0:
+        if list_checkpoints(run_dir, trainer["save_name"]):
+            raise FileExistsError(f"{run_dir} already holds checkpoints of a run named {trainer['save_name']!r}; "
+                                  "continue it with --resume, or choose another trainer_cfg.save_name")
         return 0
     if isinstance(hint, int):
         path = checkpoint_path(run_dir, trainer["save_name"], hint)
@@ -142,7 +147,7 @@ def fix_batchnorm(model: nn.Module) -> None:
 
 def train(cfg: dict, device: str | None = None, resume: bool = False, progress: bool = True,
           test_at_end: bool = True) -> dict:
-    """Train the model of ``cfg``; returns ``{"run_dir", "iteration", "losses", "test"}``."""
+    """Train the model of ``cfg``; returns ``{"run_dir", "iteration", "history", "test"}``."""
     ctx = dist_utils.init(device)
     trainer = cfg["trainer_cfg"]
     run_dir = run_dir_of(cfg)
@@ -156,6 +161,8 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     model = create_model(cfg["model_cfg"])
     check_class_num(model, len(train_set.subjects))
     model.to(ctx.device)
+    if trainer.get("channels_last"):
+        model.to(memory_format=torch.channels_last)
     losses = build_losses(loss_entries(cfg))
     optimizer = build_optimizer(model, cfg["optimizer_cfg"])
     scheduler = build_scheduler(optimizer, cfg["scheduler_cfg"])
@@ -163,21 +170,20 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
     start = restore(cfg, run_dir, model, optimizer, scheduler, scaler, resume)
     model = dist_utils.wrap_model(model, ctx, trainer)
+    forward = torch.compile(model) if trainer.get("compile") else model
 
     sampler_cfg = trainer["sampler"]
     sampler = TripletSampler(train_set.labels, sampler_cfg["batch_size"], seed=trainer["seed"],
                              batch_shuffle=sampler_cfg.get("batch_shuffle", False), start_iteration=start,
                              rank=ctx.rank, world_size=ctx.world_size)
-    collator = SequenceCollator(sampler_cfg, trainer["transform"], seed=trainer["seed"], rank=ctx.rank)
+    collator = SequenceCollator(sampler_cfg, trainer["transform"], seed=trainer["seed"])
     workers = cfg["data_cfg"].get("num_workers", 0)
     loader = torch.utils.data.DataLoader(SequenceReader(train_set), batch_sampler=sampler, collate_fn=collator,
                                          num_workers=workers, persistent_workers=workers > 0)
-    writer = dist_utils.summary_writer(run_dir, ctx)
+    monitor = Monitor(run_dir, ctx, trainer, progress, start)
+    gather = dist_utils.all_gather_with_grad if ctx.distributed else None
 
     total_iter = trainer["total_iter"]
-    history: list[dict] = []
-    bar = tqdm(total=total_iter, initial=start, desc="train", disable=not progress or ctx.rank != 0,
-               dynamic_ncols=True)
     model.train()
     if trainer["fix_BN"]:
         fix_batchnorm(model)
@@ -189,62 +195,108 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
         data_time = time.perf_counter() - data_start
         sils = batch["sils"].to(ctx.device, non_blocking=True)
         labels = batch["labels"].to(ctx.device, non_blocking=True)
-        autocast = torch.autocast(ctx.device.type, dtype=amp_dtype) if use_amp else nullcontext()
-        with autocast:
-            outputs = model(sils, batch["seq_lengths"])
+        with torch.autocast(ctx.device.type, dtype=amp_dtype) if use_amp else nullcontext():
+            outputs = forward(sils, batch["seq_lengths"])
         # The loss terms run in fp32 whatever the autocast: distances and softmax are precision-sensitive.
-        gather = dist_utils.all_gather_with_grad if ctx.distributed else None
         loss, logged = total_loss(losses, outputs["training"], labels, gather, ctx.world_size)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"non-finite loss at iteration {iteration + 1}: {logged}")
+        iteration += 1
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
+        if not math.isfinite(logged["loss"]):
+            if not trainer.get("skip_nonfinite"):
+                raise FloatingPointError(f"non-finite loss at iteration {iteration}: {logged} "
+                                         "(set trainer_cfg.skip_nonfinite: true to skip such steps)")
+            log.warning("iteration %d: non-finite loss, step skipped", iteration)
+        elif scaler is not None:
             scaler.scale(loss).backward()
             scale_before = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
-            if scaler.get_scale() < scale_before:
-                log.info("iteration %d: fp16 gradients overflowed, step skipped (scale %g)", iteration + 1,
+            if scaler.get_scale() < scale_before:  # overflow: the step was skipped and the scale backed off
+                log.info("iteration %d: fp16 gradients overflowed, step skipped (scale now %g)", iteration,
                          scaler.get_scale())
         else:
             loss.backward()
             optimizer.step()
         scheduler.step()
-        iteration += 1
 
-        step_time = time.perf_counter() - data_start
-        logged.update({"loss": loss_value, "lr": optimizer.param_groups[0]["lr"], "time/iteration": step_time,
+        logged.update({"lr": optimizer.param_groups[0]["lr"], "time/iteration": time.perf_counter() - data_start,
                        "time/data": data_time})
-        history.append({"iteration": iteration, **logged})
-        if writer is not None:
-            for key, value in logged.items():
-                writer.add_scalar(key if "/" in key else f"train/{key}", value, iteration)
-            if iteration == start + 1 or iteration % trainer["save_iter"] == 0:
-                writer.add_images("input/silhouettes", sils.reshape(-1, 1, *sils.shape[-2:])[:16].float().cpu(),
-                                  iteration)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.3f}")
-        if iteration % trainer["log_iter"] == 0 or iteration == total_iter:
-            log.info("iteration %d: %s", iteration, ", ".join(f"{k}={v:.4g}" for k, v in logged.items()))
+        monitor.log(iteration, logged, sils)
         if iteration % trainer["save_iter"] == 0 or iteration == total_iter:
-            if ctx.rank == 0:
-                save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration)
+            saved = save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration, ctx)
             if trainer["with_test"] and iteration < total_iter:
-                result = test_during_training(cfg, model, ctx, run_dir, iteration, writer)
-                history[-1]["test"] = result
+                result = test_during_training(cfg, model, ctx, run_dir, iteration, monitor.writer)
+                monitor.keep_best(result, saved, iteration)
         data_start = time.perf_counter()
-    bar.close()
+    monitor.close_bar()
 
     test_result = None
     if test_at_end:
-        test_result = test_during_training(cfg, model, ctx, run_dir, iteration, writer)
-    if writer is not None:
-        writer.close()
-    return {"run_dir": run_dir, "iteration": iteration, "history": history, "test": test_result}
+        test_result = test_during_training(cfg, model, ctx, run_dir, iteration, monitor.writer)
+        monitor.keep_best(test_result, checkpoint_path(run_dir, trainer["save_name"], iteration), iteration)
+    monitor.close()
+    return {"run_dir": run_dir, "iteration": iteration, "history": monitor.history, "test": test_result}
 
 
-def save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration) -> Path:
+class Monitor:
+    """Where a run reports: progress bar, log file, ``metrics.jsonl``, TensorBoard, best checkpoint (rank 0)."""
+
+    def __init__(self, run_dir: Path, ctx, trainer_cfg: dict, progress: bool, start: int):
+        self.run_dir, self.ctx, self.cfg, self.start = run_dir, ctx, trainer_cfg, start
+        self.main = ctx.rank == 0
+        self.writer = dist_utils.summary_writer(run_dir, ctx)
+        self.bar = tqdm(total=trainer_cfg["total_iter"], initial=start, desc="train",
+                        disable=not progress or not self.main, dynamic_ncols=True)
+        self.history: list[dict] = []
+        self.best: float | None = None
+        self.metrics = open(run_dir / "metrics.jsonl", "a") if self.main else None
+
+    def log(self, iteration: int, logged: dict, sils: torch.Tensor) -> None:
+        self.history.append({"iteration": iteration, **logged})
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{logged['loss']:.3f}")
+        if not self.main:
+            return
+        self.metrics.write(json.dumps({"iteration": iteration, **logged}) + "\n")
+        for key, value in logged.items():
+            self.writer.add_scalar(key if "/" in key else f"train/{key}", value, iteration)
+        if iteration == self.start + 1 or iteration % self.cfg["save_iter"] == 0:
+            frames = sils.detach().reshape(-1, 1, *sils.shape[-2:])[:16].float().cpu()
+            self.writer.add_images("input/silhouettes", frames, iteration)
+        if iteration % self.cfg["log_iter"] == 0 or iteration == self.cfg["total_iter"]:
+            self.metrics.flush()
+            log.info("iteration %d: %s", iteration, ", ".join(f"{k}={v:.4g}" for k, v in logged.items()))
+
+    def keep_best(self, result: dict | None, checkpoint: Path, iteration: int) -> None:
+        """Copy ``checkpoint`` to ``<save_name>-best.pt`` when ``best_metric`` improved."""
+        metric = self.cfg.get("best_metric")
+        if not (self.main and metric and result):
+            return
+        if metric not in result["results"]:
+            raise ConfigError(f"trainer_cfg.best_metric {metric!r} is not a result of this protocol "
+                              f"(it has: {', '.join(result['results'])})")
+        value = float(result["results"][metric])
+        if self.best is None or value > self.best:
+            self.best = value
+            best = checkpoint.parent / f"{self.cfg['save_name']}-best.pt"
+            atomic_write_bytes(best, checkpoint.read_bytes())
+            log.info("new best %s = %.2f at iteration %d: %s", metric, value, iteration, best)
+
+    def close_bar(self) -> None:
+        self.bar.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration, ctx) -> Path:
+    """Write this iteration's checkpoint (rank 0 writes; every rank gets the path)."""
+    path = checkpoint_path(run_dir, cfg["trainer_cfg"]["save_name"], iteration)
+    if ctx.rank != 0:
+        return path
     target = model.module if hasattr(model, "module") else model
     state = {
         "model": target.state_dict(),
@@ -255,7 +307,7 @@ def save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, itera
         "rng": {"torch": torch.get_rng_state()},
         "config": cfg,
     }
-    path = save_checkpoint(checkpoint_path(run_dir, cfg["trainer_cfg"]["save_name"], iteration), state)
+    save_checkpoint(path, state)
     prune_checkpoints(run_dir, cfg["trainer_cfg"]["save_name"], cfg["trainer_cfg"].get("keep_checkpoints", 0))
     log.info("saved %s", path)
     return path

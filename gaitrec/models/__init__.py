@@ -13,16 +13,31 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..registry import MODELS, ConfigError
-from . import baseline  # noqa: F401  (registers)
+from . import baseline, deepgaitv2, gaitgl, gaitpart, gaitset, gln, resnet  # noqa: F401  (registers)
 from .layers import BACKBONES, count_parameters  # noqa: F401
 
 
 def create_model(model_cfg: dict) -> nn.Module:
-    """Build the model named by ``model_cfg['model']`` with the remaining keys as its arguments."""
+    """Build the model named by ``model_cfg['model']`` with the remaining keys as its arguments, initialised
+    as OpenGait initialises every model (so that training from scratch starts from the same distribution)."""
     cfg = dict(model_cfg)
     name = cfg.pop("model")
     cls = MODELS.get(name)
     try:
-        return cls(**cfg)
+        model = cls(**cfg)
     except TypeError as err:
         raise ConfigError(f"model_cfg for {name}: {err}") from None
+    init_parameters(model)
+    return model
+
+
+def init_parameters(model: nn.Module) -> None:
+    """Xavier-uniform conv and linear weights with zero bias; BatchNorm weight ~ N(1, 0.02), zero bias."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

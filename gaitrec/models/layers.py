@@ -224,3 +224,46 @@ def build_backbone(backbone_cfg: dict) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """All parameters, trainable or not (buffers such as BN running statistics are not parameters)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def pool_each_sequence(trunk: Callable, pool: PackSequenceWrapper, x: torch.Tensor, seq_lengths=None) -> torch.Tensor:
+    """Runs a trunk that mixes frames (3D convolutions) and pools its output over time, one sequence at a time.
+
+    x: [n, c, s, h, w] -> [num_sequences, c', h', w']. A temporal kernel run over a packed batch would blend the
+    last frames of one sequence with the first of the next, so packed sequences go through the trunk alone.
+    """
+    if seq_lengths is None:
+        return pool(trunk(x), dim=2)
+    return torch.cat([pool(trunk(seq), dim=2) for seq in split_packed(x, seq_lengths, dim=2)])
+
+
+def conv3x3(in_planes: int, out_planes: int, stride=1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride=1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock2D(nn.Module):
+    """ResNet basic block (He et al., 2016): two 3x3 convs with batch norm and an identity shortcut.
+
+    ``downsample`` (a module or None) maps the input onto the output's shape when stride or width change.
+    Same parameter names as torchvision's ``BasicBlock``, which OpenGait's ResNet9 is built from.
+    """
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride=1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)

@@ -1,0 +1,209 @@
+"""Model zoo: sizes and parameter names of OpenGait's recipes, output shapes, and packed-batch behaviour."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gaitrec.config import CONFIG_DIR, load_config
+from gaitrec.models import count_parameters, create_model
+from gaitrec.registry import ConfigError
+
+# OpenGait's parameter counts for its published configs (reference/models.md), plus the other datasets of
+# the GaitBase and DeepGaitV2 recipes (counted on OpenGait's own classes).
+PARAMETER_COUNTS = {
+    "baseline/baseline": 3_779_136,
+    "baseline/baseline_OUMVLP": 44_112_928,
+    "baseline/baseline_GREW": 84_148_000,
+    "baseline/baseline_Gait3D": 26_999_872,
+    "gaitset/gaitset": 2_594_592,
+    "gaitset/gaitset_OUMVLP": 6_313_536,
+    "gaitset/gaitset_GREW": 6_313_536,
+    "gaitpart/gaitpart": 1_204_000,
+    "gaitpart/gaitpart_OUMVLP": 4_841_248,
+    "gaitpart/gaitpart_GREW": 4_841_248,
+    "gln/gln_phase1": 8_541_984,
+    "gln/gln_phase2": 14_703_904,
+    "gaitgl/gaitgl": 3_096_673,
+    "gaitgl/gaitgl_OUMVLP": 95_620_449,
+    "gaitgl/gaitgl_GREW": 338_873_697,
+    "gaitgl/gaitgl_GREW_BNNeck": 338_905_953,
+    "gaitbase/gaitbase_da_casiab": 7_305_408,
+    "gaitbase/gaitbase_oumvlp": 28_108_992,
+    "gaitbase/gaitbase_da_grew": 88_922_304,
+    "gaitbase/gaitbase_da_gait3d": 19_290_304,
+    "deepgaitv2/DeepGaitV2_casiab": 8_339_392,
+    "deepgaitv2/DeepGaitV2_oumvlp": 29_142_976,
+    "deepgaitv2/DeepGaitV2_grew": 95_124_160,
+    "deepgaitv2/DeepGaitV2_gait3d": 25_492_160,
+}
+
+# A few parameter names per recipe, exactly as in OpenGait checkpoints.
+CHECKPOINT_KEYS = {
+    "baseline/baseline": ["Backbone.forward_block.feature.0.conv.weight", "FCs.fc_bin", "BNNecks.bn1d.running_var"],
+    "gaitset/gaitset": ["set_block1.forward_block.0.conv.weight", "gl_block2.0.conv.weight",
+                        "gl_block3.2.conv.weight", "Head.fc_bin"],
+    "gaitpart/gaitpart": ["Backbone.forward_block.feature.7.conv.weight", "TFA.pooling_func.conv1d3x1.15.0.conv.weight",
+                          "TFA.pooling_func.conv1d3x3.0.2.conv.weight", "Head.fc_bin"],
+    "gln/gln_phase2": ["sil_stage_0.forward_block.0.conv.weight", "set_stage_2.2.conv.weight", "lateral_layer3.weight",
+                       "smooth_layer1.weight", "encoder_bn.bias", "reduce_fc.weight", "reduce_bn.weight",
+                       "reduce_cls.weight"],
+    "gaitgl/gaitgl": ["conv3d.0.conv3d.weight", "LTA.0.conv3d.weight", "GLConvA0.local_conv3d.conv3d.weight",
+                      "GLConvB2.global_conv3d.conv3d.weight", "HPP.p", "Head0.fc_bin", "Bn.weight", "Head1.fc_bin"],
+    "gaitgl/gaitgl_GREW_BNNeck": ["conv3d.2.conv3d.weight", "GLConvB2.1.local_conv3d.conv3d.weight",
+                                  "BNNecks.fc_bin", "BNNecks.bn1d.weight"],
+    "gaitbase/gaitbase_da_casiab": ["Backbone.forward_block.conv1.conv.weight", "Backbone.forward_block.bn1.weight",
+                                    "Backbone.forward_block.layer2.0.downsample.0.weight",
+                                    "Backbone.forward_block.layer4.0.bn2.bias"],
+    "deepgaitv2/DeepGaitV2_casiab": ["layer0.forward_block.0.weight", "layer1.forward_block.0.conv1.weight",
+                                     "layer2.0.conv1.forward_block.0.weight", "layer2.0.shortcut3d.weight",
+                                     "layer2.0.sbn.running_mean", "layer2.0.downsample.0.weight",
+                                     "FCs.fc_bin", "BNNecks.bn1d.weight"],
+}
+
+
+def config_path(name: str):
+    return CONFIG_DIR / f"{name}.yaml"
+
+
+def build_on_meta(name: str):
+    cfg = load_config(config_path(name), validate_config=False)
+    with torch.device("meta"):  # counts shapes without allocating (GaitGL on GREW has 339M parameters)
+        return create_model(cfg["model_cfg"])
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
+def test_parameter_count_matches_opengait(name):
+    assert count_parameters(build_on_meta(name)) == PARAMETER_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINT_KEYS))
+def test_parameter_names_match_opengait(name):
+    keys = set(build_on_meta(name).state_dict())
+    missing = [k for k in CHECKPOINT_KEYS[name] if k not in keys]
+    assert not missing
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
+def test_config_validates(name):
+    load_config(config_path(name))
+
+
+# Tiny versions of every model family: same code paths, a few thousand parameters.
+def tiny(name: str) -> dict:
+    cfgs = {
+        "Baseline": dict(model="Baseline", backbone_cfg=dict(type="Plain", layers_cfg=["BC-8", "M", "BC-16"]),
+                         SeparateFCs=dict(parts_num=31, in_channels=16, out_channels=8),
+                         SeparateBNNecks=dict(parts_num=31, in_channels=8, class_num=5)),
+        "GaitBase": dict(model="Baseline",
+                         backbone_cfg=dict(type="ResNet9", block="BasicBlock", channels=[4, 8, 8, 16],
+                                           layers=[1, 1, 1, 1], strides=[1, 2, 2, 1], maxpool=False),
+                         SeparateFCs=dict(parts_num=16, in_channels=16, out_channels=8),
+                         SeparateBNNecks=dict(parts_num=16, in_channels=8, class_num=5), bin_num=[16]),
+        "GaitSet": dict(model="GaitSet", in_channels=[1, 4, 8, 16],
+                        SeparateFCs=dict(parts_num=62, in_channels=16, out_channels=8)),
+        "GaitPart": dict(model="GaitPart", backbone_cfg=dict(type="Plain", layers_cfg=["BC-8", "M", "FC-16-2", "M",
+                                                                                       "FC-16-3"]),
+                         SeparateFCs=dict(parts_num=16, in_channels=16, out_channels=8), bin_num=[16]),
+        "GLN-1": dict(model="GLN", in_channels=[1, 4, 8, 16], class_num=5, lateral_dim=8, hidden_dim=8,
+                      SeparateFCs=dict(parts_num=93, in_channels=8, out_channels=8), Lateral_pretraining=True),
+        "GLN-2": dict(model="GLN", in_channels=[1, 4, 8, 16], class_num=5, lateral_dim=8, hidden_dim=8,
+                      SeparateFCs=dict(parts_num=93, in_channels=8, out_channels=8), Lateral_pretraining=False),
+        "GaitGL": dict(model="GaitGL", channels=[4, 8, 8], class_num=5),
+        "GaitGL-deep": dict(model="GaitGL", channels=[4, 8, 8, 16], class_num=5),
+        "GaitGL-BNNeck": dict(model="GaitGL", channels=[4, 8, 8, 16], class_num=5,
+                              SeparateBNNecks=dict(parts_num=64, in_channels=16, class_num=5)),
+    }
+    for mode in ("2d", "3d", "p3d"):
+        cfgs[f"DeepGaitV2-{mode}"] = dict(
+            model="DeepGaitV2", SeparateBNNecks=dict(class_num=5),
+            Backbone=dict(mode=mode, in_channels=1, layers=[1, 2, 1, 1], channels=[4, 8, 8, 16]))
+    return cfgs[name]
+
+
+# name -> (embedding [c, p], loss inputs {log_prefix: {input: shape after n}})
+EXPECTED = {
+    "Baseline": ((8, 31), {"triplet": {"embeddings": (8, 31)}, "softmax": {"logits": (5, 31)}}),
+    "GaitBase": ((8, 16), {"triplet": {"embeddings": (8, 16)}, "softmax": {"logits": (5, 16)}}),
+    "GaitSet": ((8, 62), {"triplet": {"embeddings": (8, 62)}}),
+    "GaitPart": ((8, 16), {"triplet": {"embeddings": (8, 16)}}),
+    "GLN-1": ((8, 93), {"triplet": {"embeddings": (8, 93)}}),
+    "GLN-2": ((8, 93), {"triplet": {"embeddings": (8, 93)}, "softmax": {"logits": (5, 1)}}),
+    "GaitGL": ((8, 64), {"triplet": {"embeddings": (8, 64)}, "softmax": {"logits": (5, 64)}}),
+    "GaitGL-deep": ((16, 64), {"triplet": {"embeddings": (16, 64)}, "softmax": {"logits": (5, 64)}}),
+    "GaitGL-BNNeck": ((16, 64), {"triplet": {"embeddings": (16, 64)}, "softmax": {"logits": (5, 64)}}),
+    **{f"DeepGaitV2-{mode}": ((8, 16), {"triplet": {"embeddings": (8, 16)}, "softmax": {"logits": (5, 16)}})
+       for mode in ("2d", "3d", "p3d")},
+}
+HEIGHT, WIDTH = 64, 44
+
+
+def silhouettes(*shape, seed=0):
+    return (torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) > 0.5).float()
+
+
+def make(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(tiny(name))
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_forward_shapes(name):
+    model = make(name).train()
+    out = model(silhouettes(2, 6, HEIGHT, WIDTH))
+    embedding, training = EXPECTED[name]
+    assert out["embeddings"].shape == (2, *embedding)
+    assert {p: {k: tuple(v.shape) for k, v in inputs.items()} for p, inputs in out["training"].items()} == \
+        {p: {k: (2, *shape) for k, shape in inputs.items()} for p, inputs in training.items()}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_packed_batch_equals_sequences_one_by_one(name):
+    # Temporal convolutions (GaitGL, DeepGaitV2 3d/p3d) must not see across the boundary of two packed sequences.
+    model = make(name).eval()
+    lengths = [5, 3, 7]
+    sequences = [silhouettes(1, n, HEIGHT, WIDTH, seed=i) for i, n in enumerate(lengths)]
+    with torch.no_grad():
+        packed = model(torch.cat(sequences, 1), seq_lengths=lengths)["embeddings"]
+        one_by_one = torch.cat([model(seq)["embeddings"] for seq in sequences])
+        as_tensor = model(torch.cat(sequences, 1), seq_lengths=torch.tensor(lengths))["embeddings"]
+    assert packed.shape[0] == 3
+    torch.testing.assert_close(packed, one_by_one, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(as_tensor, packed)
+
+
+@pytest.mark.parametrize("frames", [1, 2])
+def test_gaitgl_accepts_sequences_shorter_than_its_temporal_kernel(frames):
+    model = make("GaitGL").eval()
+    with torch.no_grad():
+        out = model(silhouettes(1, frames, HEIGHT, WIDTH))["embeddings"]
+    assert out.shape == (1, 8, 64) and torch.isfinite(out).all()
+
+
+def test_gaitgl_variant_follows_the_number_of_channels():
+    casia = create_model(dict(model="GaitGL", channels=[4, 8, 8], class_num=5))
+    deep = create_model(dict(model="GaitGL", channels=[4, 8, 8, 16], class_num=5))
+    assert len(casia.conv3d) == 2 and len(deep.conv3d) == 4
+    with pytest.raises(ConfigError, match="channels"):
+        create_model(dict(model="GaitGL", channels=[4, 8], class_num=5))
+
+
+def test_packed_lengths_must_add_up():
+    with pytest.raises(ValueError, match="add up"):
+        make("GaitGL").eval()(silhouettes(1, 9, HEIGHT, WIDTH), seq_lengths=[4, 4])
+
+
+def test_deepgaitv2_rejects_unknown_mode():
+    cfg = tiny("DeepGaitV2-p3d")
+    cfg["Backbone"]["mode"] = "4d"
+    with pytest.raises(ConfigError, match="mode"):
+        create_model(cfg)
+
+
+def test_resnet9_bottleneck_and_skipped_stage():
+    cfg = tiny("GaitBase")
+    cfg["backbone_cfg"].update(block="Bottleneck", layers=[1, 1, 0, 1], channels=[4, 8, 8, 4])
+    model = create_model(cfg).eval()
+    assert model(silhouettes(1, 3, HEIGHT, WIDTH))["embeddings"].shape == (1, 8, 16)
+    cfg["backbone_cfg"]["block"] = "Basic"
+    with pytest.raises(ConfigError, match="block"):
+        create_model(cfg)
