@@ -158,3 +158,25 @@ def test_reader_and_loader_with_workers(constructed_dataset):
     for a, b in zip(*batches):  # identical regardless of the number of worker processes
         assert torch.equal(a["sils"], b["sils"]) and torch.equal(a["labels"], b["labels"])
     assert sampler.subjects == 2
+
+
+def test_partition_resolution(tmp_path, partition_file):
+    from gaitrec.data.dataset import PARTITION_DIR, resolve_partition
+
+    assert resolve_partition(partition_file) == partition_file
+    # OpenGait's own path for the file, absent here: the shipped copy of the same name
+    assert resolve_partition("./datasets/CASIA-B/CASIA-B.json") == PARTITION_DIR / "CASIA-B.json"
+    assert resolve_partition(None, "OUMVLP") == PARTITION_DIR / "OUMVLP.json"
+    assert resolve_partition(None, "MyOwnData") is None
+    with pytest.raises(ConfigError, match="dataset partition not found"):
+        resolve_partition(tmp_path / "nope.json")
+
+
+def test_shipped_casia_b_partition_is_74_50():
+    import json
+
+    from gaitrec.data.dataset import PARTITION_DIR
+
+    data = json.loads((PARTITION_DIR / "CASIA-B.json").read_text())
+    assert data["TRAIN_SET"] == [f"{i:03d}" for i in range(1, 75)]
+    assert data["TEST_SET"] == [f"{i:03d}" for i in range(75, 125)]

@@ -78,6 +78,34 @@ def open_source(root: str | Path, data_in_use=None) -> SequenceSource:
     return PklSource(root, data_in_use)
 
 
+PARTITION_DIR = Path(__file__).resolve().parent.parent / "partitions"
+# dataset_name as OpenGait configs spell it -> the partition file shipped with gaitrec
+SHIPPED_PARTITIONS = {"CASIA-B": "CASIA-B.json", "CASIA-B*": "CASIA-B.json", "OUMVLP": "OUMVLP.json",
+                      "GREW": "GREW.json", "Gait3D": "Gait3D.json", "CASIA-E": "CASIA-E.json",
+                      "SUSTech1K": "SUSTech1K.json"}
+
+
+def resolve_partition(path: str | Path | None, dataset_name: str | None = None) -> Path | None:
+    """The partition file to use.
+
+    An existing path is used as given. OpenGait configs name partitions by their place in OpenGait's tree
+    (``./datasets/CASIA-B/CASIA-B.json``); when that path does not exist here, the file of the same name
+    shipped with gaitrec is used. With no path, a known benchmark gets its shipped partition (OpenGait's
+    defaults name CASIA-B's), anything else has none.
+    """
+    if path:
+        path = Path(path)
+        if path.is_file():
+            return path
+        shipped = PARTITION_DIR / path.name
+        if shipped.is_file():
+            return shipped
+        raise ConfigError(f"dataset partition not found: {path}")
+    if dataset_name in SHIPPED_PARTITIONS:
+        return PARTITION_DIR / SHIPPED_PARTITIONS[dataset_name]
+    return None
+
+
 def read_partition(path: str | Path) -> dict[str, list[str]]:
     """A partition JSON: ``{"TRAIN_SET": [...], "TEST_SET": [...]}`` (Gait3D adds ``PROBE_SET``)."""
     path = Path(path)
@@ -163,9 +191,10 @@ class GaitDataset:
 def build_datasets(data_cfg: dict, train: bool = True, test: bool = True) -> tuple[GaitDataset | None, GaitDataset | None]:
     """Train and test datasets from ``data_cfg``; without a partition every subject goes in both."""
     source = open_source(data_cfg["dataset_root"], data_cfg.get("data_in_use"))
-    partition = None
-    if data_cfg.get("dataset_partition"):
-        partition = read_partition(data_cfg["dataset_partition"])
+    partition_file = resolve_partition(data_cfg.get("dataset_partition"), data_cfg.get("dataset_name"))
+    partition = read_partition(partition_file) if partition_file else None
+    if partition is None and train and test:
+        warnings.warn("no dataset_partition: every subject is in both the train and the test set")
     common = dict(cache=data_cfg.get("cache", False), skip_bad=data_cfg.get("skip_bad_sequences", False))
     train_set = test_set = None
     if train:

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..data.dataset import GaitDataset, build_datasets
+from ..data.dataset import GaitDataset, build_datasets, resolve_partition
 from ..data.sampler import InferenceSampler, SequenceCollator, SequenceReader
 from ..evaluation.features import save_features
 from .distributed import DistContext
@@ -62,8 +62,8 @@ def evaluate_config(cfg: dict, features: dict) -> dict:
     ev = cfg["evaluator_cfg"]
     protocol = protocol_for_eval_func(ev["eval_func"], cfg["data_cfg"].get("test_dataset_name")
                                       or cfg["data_cfg"]["dataset_name"], ev.get("cross_view_gallery", False))
-    return evaluate(features, protocol, metric=ev["metric"], rerank=ev.get("rerank", False),
-                    probe_set=cfg["data_cfg"].get("dataset_partition"))
+    partition = resolve_partition(cfg["data_cfg"].get("dataset_partition"), cfg["data_cfg"].get("dataset_name"))
+    return evaluate(features, protocol, metric=ev["metric"], rerank=ev.get("rerank", False), probe_set=partition)
 
 
 def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Path, overwrite: bool = False,
