@@ -1,0 +1,190 @@
+"""Showing an evaluation result: a console table, and a report folder (JSON, markdown, heatmaps, CMC curve).
+
+Works on the dict ``protocols.evaluate`` returns; figures are printed with 2 decimals, as papers do.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..data.pickle_io import atomic_write_bytes
+
+
+def _table(result: dict) -> tuple[list[str], list[tuple[str, list[float | None], float]]]:
+    """Views (columns) and rows (name, value per view, mean) of the per-view table; no rows without per_view."""
+    per_view = result.get("per_view") or {}
+    views = sorted({v for row in per_view.values() for v in row})
+    results = result.get("results", {})
+    rows = []
+    for name, row in per_view.items():
+        values = [row.get(v) for v in views]
+        if name in results:
+            mean = results[name]
+        elif f"{name}-rank1" in results:
+            mean = results[f"{name}-rank1"]
+        elif len(results) == 1:  # a single-condition protocol (OU-MVLP) names its figure rank1
+            mean = next(iter(results.values()))
+        else:
+            mean = float(np.mean(list(row.values())))
+        rows.append((name, values, mean))
+    return views, rows
+
+
+def _title(result: dict) -> str:
+    rerank = ", re-ranked" if result.get("rerank") else ""
+    return f"{result.get('protocol', '?')} (metric {result.get('metric', '?')}{rerank})"
+
+
+def _number(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def print_table(result: dict) -> str:
+    """A console table: per condition the value at every probe view and the mean; figures in %."""
+    lines = [_title(result)]
+    views, rows = _table(result)
+    if rows:
+        lines.append("per probe view, identical views excluded (%)" if "matrix" in result else "per probe view (%)")
+        name_width = max(len("condition"), *(len(name) for name, _, _ in rows))
+        width = max(6, *(len(v) for v in views))
+        lines.append("  ".join(["condition".ljust(name_width), *(v.rjust(width) for v in views), "mean".rjust(width)]))
+        for name, values, mean in rows:
+            cells = [_number(x).rjust(width) for x in values]
+            lines.append("  ".join([name.ljust(name_width), *cells, _number(mean).rjust(width)]))
+    figures = result.get("results", {})
+    shown = {name for name, _, _ in rows} | {f"{name}-rank1" for name, _, _ in rows}
+    # Rank-k figures of the rows (SUSTech1K reports rank-1 to rank-5) as one small table.
+    ranks = {}
+    for name, _, _ in rows:
+        found = [k for k in range(2, 51) if f"{name}-rank{k}" in figures]
+        if found:
+            ranks[name] = [1] + found
+            shown |= {f"{name}-rank{k}" for k in found}
+    if ranks:
+        columns = max(ranks.values(), key=len)
+        name_width = max(len("condition"), *(len(name) for name in ranks))
+        lines += ["", "rank-k (%)", "  ".join(["condition".ljust(name_width), *(f"R{k}".rjust(6) for k in columns)])]
+        for name, _, mean in rows:
+            if name in ranks:
+                cells = [_number(mean if k == 1 else figures.get(f"{name}-rank{k}")).rjust(6) for k in columns]
+                lines.append("  ".join([name.ljust(name_width), *cells]))
+    remaining = {k: v for k, v in figures.items() if k not in shown or not rows}
+    if remaining:
+        if rows:
+            lines.append("")
+        key_width = max(len(k) for k in remaining)
+        for key, value in remaining.items():
+            text = _number(value) if isinstance(value, float) else str(value)
+            lines.append(f"{key.ljust(key_width)}  {text}")
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict) -> str:
+    """The table as papers print it: views as columns, conditions as rows, mean last."""
+    lines = [f"## {_title(result)}", ""]
+    views, rows = _table(result)
+    if rows:
+        lines.append("| | " + " | ".join(views) + " | mean |")
+        lines.append("|---|" + "---:|" * (len(views) + 1))
+        for name, values, mean in rows:
+            lines.append(f"| {name} | " + " | ".join(_number(x) for x in values) + f" | {_number(mean)} |")
+        lines.append("")
+    figures = result.get("results", {})
+    if figures:
+        lines.append("| " + " | ".join(figures) + " |")
+        lines.append("|" + "---:|" * len(figures))
+        lines.append("| " + " | ".join(_number(v) if isinstance(v, float) else str(v) for v in figures.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _png(figure) -> bytes:
+    # A figure with its own Agg canvas: no pyplot, no global backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def heatmap_png(condition: str, views: list[str], accuracy, title: str = "") -> bytes:
+    """Probe view x gallery view rank-1 accuracy as a PNG."""
+    from matplotlib.figure import Figure
+
+    accuracy = np.asarray(accuracy, dtype=float)
+    size = 1.6 + 0.55 * len(views)
+    figure = Figure(figsize=(size + 1.2, size))
+    axes = figure.add_subplot()
+    image = axes.imshow(accuracy, vmin=0, vmax=100, cmap="viridis")
+    axes.set_xticks(range(len(views)), views, rotation=90 if len(views) > 8 else 0)
+    axes.set_yticks(range(len(views)), views)
+    axes.set_xlabel("gallery view")
+    axes.set_ylabel("probe view")
+    axes.set_title(f"{title} {condition} rank-1 (%)".strip())
+    if len(views) <= 16:
+        for (i, j), value in np.ndenumerate(accuracy):
+            axes.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                      color="white" if value < 60 else "black")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    return _png(figure)
+
+
+def cmc_png(curves: dict[str, list[float]], title: str = "") -> bytes:
+    """Rank-k accuracy against k, one line per series."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    for name, values in curves.items():
+        ranks = np.arange(1, len(values) + 1)
+        axes.plot(ranks, values, marker="o" if len(values) <= 20 else None, markersize=3, label=name)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("rank")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_title(f"{title} CMC".strip())
+    axes.grid(True, alpha=0.3)
+    if len(curves) > 1:
+        axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def _file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def write_report(result: dict, out_dir, overwrite: bool = False) -> list[Path]:
+    """Write ``results.json``, ``results.md``, one heatmap PNG per condition, ``cmc.png`` where ranks are
+    available and ``submission.csv`` for a submission protocol. Returns the files written.
+
+    Refuses to replace an existing ``results.json`` unless ``overwrite``; every file is written atomically.
+    """
+    out_dir = Path(out_dir)
+    json_path = out_dir / "results.json"
+    if json_path.exists() and not overwrite:
+        raise FileExistsError(f"{json_path} exists; refusing to overwrite it (pass overwrite to replace it)")
+    outputs: dict[Path, bytes] = {}
+    stored = {k: v for k, v in result.items() if k != "csv"}
+    if "csv" in result:
+        outputs[out_dir / "submission.csv"] = result["csv"].encode()
+        stored["submission"] = "submission.csv"
+    try:
+        text = json.dumps(stored, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"result is not JSON-serialisable ({err})") from None
+    outputs[json_path] = (text + "\n").encode()
+    outputs[out_dir / "results.md"] = markdown_table(result).encode()
+    title = result.get("protocol", "")
+    for condition, cell in (result.get("matrix") or {}).items():
+        outputs[out_dir / f"heatmap_{_file_name(condition)}.png"] = heatmap_png(
+            condition, cell["views"], cell["accuracy"], title)
+    if result.get("cmc"):
+        outputs[out_dir / "cmc.png"] = cmc_png(result["cmc"], title)
+    # results.json last: a report folder with results.json is complete.
+    for path in sorted(outputs, key=lambda p: p == json_path):
+        atomic_write_bytes(path, outputs[path])
+    return sorted(outputs)

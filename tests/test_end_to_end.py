@@ -1,0 +1,99 @@
+"""The whole path a user takes: synth -> train -> test (features.npz) -> evaluate, through the CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gaitrec.cli import main
+from gaitrec.config import CONFIG_DIR
+
+
+def run_cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "gaitrec", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "synth"
+    assert main(["synth", "--output", str(data), "--subjects", "8", "--frames", "12", "--size", "32", "--quiet"]) == 0
+    overrides = [f"data_cfg.dataset_root={data}", f"data_cfg.dataset_partition={data / 'partition.json'}",
+                 f"trainer_cfg.output_root={root / 'runs'}", "trainer_cfg.total_iter=6", "trainer_cfg.save_iter=3",
+                 "trainer_cfg.sampler.batch_size=[4, 2]", "trainer_cfg.sampler.frames_num_fixed=8",
+                 "model_cfg.SeparateBNNecks.class_num=5", "trainer_cfg.log_iter=3"]
+    args = ["train", str(CONFIG_DIR / "demo" / "baseline_synthgait.yaml"), "--quiet"]
+    for o in overrides:
+        args += ["--set", o]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = root / "runs" / "SynthGait" / "Baseline" / "Baseline_SynthGait"
+    return root, data, overrides, run_dir, proc
+
+
+def test_train_writes_run_and_prints_the_table(trained):
+    root, data, overrides, run_dir, proc = trained
+    assert (run_dir / "checkpoints" / "Baseline_SynthGait-00006.pt").is_file()
+    assert "NM" in proc.stdout and "BG" in proc.stdout and "CL" in proc.stdout
+    results = json.loads((run_dir / "test" / "00006" / "results.json").read_text())
+    assert set(results["results"]) >= {"NM-rank1", "BG-rank1", "CL-rank1"}
+
+
+def test_test_then_evaluate_round_trip(trained):
+    root, data, overrides, run_dir, _ = trained
+    out = root / "test-out"
+    args = ["test", CONFIG_DIR / "demo" / "baseline_synthgait.yaml", "--checkpoint",
+            run_dir / "checkpoints" / "Baseline_SynthGait-00006.pt", "--output", out, "--quiet"]
+    for o in overrides:
+        args += ["--set", o]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with np.load(out / "features.npz", allow_pickle=False) as f:
+        emb, labels, types, views = f["embeddings"], f["labels"], f["types"], f["views"]
+    test_subjects = json.loads((data / "partition.json").read_text())["TEST_SET"]
+    assert emb.dtype == np.float32 and emb.ndim == 3 and emb.shape[0] == len(labels) == len(types) == len(views)
+    assert emb.shape[0] == len(test_subjects) * 10 * 11 and set(labels) == set(test_subjects)
+    again = run_cli(*args)  # results are never replaced silently
+    assert again.returncode != 0 and "already holds test results" in again.stderr
+    proc = run_cli("evaluate", out / "features.npz", "--protocol", "casia-b", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["protocol"] == "casia-b" and result["metric"] == "euc"
+    saved = json.loads((out / "results.json").read_text())
+    for key in ("NM-rank1", "BG-rank1", "CL-rank1"):
+        assert result["results"][key] == pytest.approx(saved["results"][key])
+        assert 0.0 <= result["results"][key] <= 100.0
+    assert set(result["per_view"]["NM"]) == {f"{a:03d}" for a in range(0, 181, 18)}
+    cos = json.loads(run_cli("evaluate", out / "features.npz", "--protocol", "casia-b", "--metric", "cos",
+                             "--json").stdout)
+    assert cos["metric"] == "cos"
+
+
+def test_params_command(tmp_path):
+    proc = run_cli("params", CONFIG_DIR / "baseline" / "baseline.yaml", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"model": "Baseline", "params": 3779136}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "missing.yaml"], "config file not found: missing.yaml"),
+    (["evaluate", "nothing.npz", "--protocol", "casia-b"], "features file not found"),
+    (["params", str(CONFIG_DIR / "baseline" / "baseline.yaml"), "--set", "model_cfg.model=Basline"],
+     "unknown model 'Basline'. Did you mean 'Baseline'?"),
+    (["test", str(CONFIG_DIR / "baseline" / "baseline.yaml"), "--checkpoint", "none.pt"], "not found"),
+    (["synth"], "nothing to do"),
+])
+def test_bad_input_gives_one_line_and_non_zero_exit(args, message):
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    lines = [x for x in proc.stderr.splitlines() if not x.startswith("warning:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_every_subcommand_has_help():
+    for cmd in ("train", "test", "evaluate", "params", "demo", "synth", "pretreat", "pack", "unpack", "data"):
+        proc = run_cli(cmd, "--help")
+        assert proc.returncode == 0 and "usage: gaitrec" in proc.stdout, cmd
