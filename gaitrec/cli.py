@@ -83,6 +83,8 @@ def cmd_evaluate(args) -> int:
     from .evaluation.protocols import evaluate
     from .evaluation.report import print_table, write_report
 
+    if args.probe_set and args.protocol != "gait3d":
+        raise ValueError(f"--probe-set applies to the gait3d protocol only, not {args.protocol}")
     features = load_features(args.features)
     result = evaluate(features, args.protocol, metric=args.metric, rerank=args.rerank, probe_set=args.probe_set)
     if args.output:
@@ -129,7 +131,8 @@ def cmd_synth(args) -> int:
         write_preview(args.preview, seed=args.seed, size=args.size)
         print(f"preview: {args.preview}")
     if args.output:
-        options = {k: v for k, v in (("subjects", args.subjects), ("frames", args.frames)) if v is not None}
+        options = {k: v for k, v in (("subjects", args.subjects), ("frames", args.frames), ("views", args.views),
+                                     ("types", args.types)) if v is not None}
         summary = generate_dataset(args.output, size=args.size, seed=args.seed, raw=args.raw,
                                    progress=not args.quiet, **options)
         print(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in summary.items()}))
@@ -227,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=None, help="frames per sequence")
     p.add_argument("--size", type=int, default=64, help="output frame size (default 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--views", type=lambda text: text.split(","), help="comma-separated subset of views, e.g. 000,090")
+    p.add_argument("--types", type=lambda text: text.split(","), help="comma-separated subset of types, e.g. nm-01,cl-01")
     p.add_argument("--raw", action="store_true", help="write full-frame PNGs in CASIA-B's raw layout")
     p.add_argument("--preview", help="write a contact sheet PNG")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

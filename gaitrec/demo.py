@@ -34,10 +34,11 @@ def run_demo(output: str | None = None, data: str | None = None, iterations: int
     from .engine.trainer import train
     from .evaluation.report import print_table
     from .synth import generate_dataset
+    from .synth.dataset import FORMAT_VERSION
 
     started = time.perf_counter()
-    data_dir = Path(data) if data else cache_dir() / "synthgait-demo-{subjects}s-{frames}f-{size}px-seed{seed}".format(
-        **DEMO_DATA)
+    data_dir = Path(data) if data else cache_dir() / (
+        f"synthgait-v{FORMAT_VERSION}-" + "{subjects}s-{frames}f-{size}px-seed{seed}".format(**DEMO_DATA))
     out_dir = Path(output) if output else next_free_dir(Path("demo-output"))
     if (out_dir / "results.json").exists():
         raise FileExistsError(f"{out_dir} already holds demo results; choose another --output")

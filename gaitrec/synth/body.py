@@ -168,8 +168,8 @@ def sample_subject(rng: np.random.Generator) -> Subject:
         knee_asymmetry=float(0.05 * np.clip(left_vs_right[2], -2.5, 2.5)),
         phase_asymmetry=float(0.012 * np.clip(left_vs_right[3], -2.5, 2.5)),
         shoulder_drop=_normal(rng, 0.0, 0.012, -0.03, 0.03),
-        coat_length=float(rng.uniform(0.45, 1.35)),
-        coat_looseness=float(rng.uniform(0.025, 0.07)) * scale,
+        coat_length=float(rng.uniform(0.8, 1.5)),
+        coat_looseness=float(rng.uniform(0.045, 0.1)) * scale,
         bag_preference=tuple(float(p) for p in preference),
         bag_side=int(rng.choice((-1, 1))),
     )
@@ -190,7 +190,7 @@ def sample_walk(subject: Subject, walk_type: str, rng: np.random.Generator) -> W
         if bag == "backpack":
             lean += 2.5  # leaning against the load
     if condition == "cl":
-        arm_swing *= 0.85  # a heavy coat damps the arms
+        arm_swing *= 0.7  # a heavy coat damps the arms
     body = replace(
         subject,
         cadence=subject.cadence * speed ** 0.5,

@@ -34,7 +34,7 @@ from .body import TYPES, VIEWS, Subject, Walk, sample_subject, sample_walk
 from .render import camera_placement, centred_placement, pretreat, render_walk
 from .walk import body_shape
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MARKER = "synthgait.json"
 IN_PROGRESS = ".synthgait-incomplete.json"
 TRAIN_FRACTION = 0.6  # CASIA-B: 74 of 124 subjects train
