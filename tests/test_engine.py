@@ -171,3 +171,19 @@ def test_two_process_gloo_training_matches_one_process(tiny, tmp_path):
     assert one[0]["triplet/loss"] == pytest.approx(two[0]["triplet/loss"], rel=1e-4)
     for a, b in zip(one, two):
         assert a["triplet/loss"] == pytest.approx(b["triplet/loss"], rel=1e-2)
+
+
+def test_two_process_testing_gives_the_same_features(tiny, tmp_path):
+    first = train(cfg_of(tiny, "trainer_cfg.total_iter=3"), progress=False, test_at_end=False)
+    ckpt = first["run_dir"] / "checkpoints" / "tiny-00003.pt"
+    single = subprocess.run([sys.executable, "-m", "gaitrec", "test", str(tiny), "--checkpoint", str(ckpt),
+                             "--output", str(tmp_path / "single"), "--quiet"], cwd=tmp_path, capture_output=True,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert single.returncode == 0, single.stderr[-2000:]
+    _torchrun(["test", str(tiny), "--checkpoint", str(ckpt), "--output", str(tmp_path / "sharded"), "--quiet"],
+              cwd=tmp_path)
+    with np.load(tmp_path / "single" / "features.npz") as a, np.load(tmp_path / "sharded" / "features.npz") as b:
+        assert a["embeddings"].shape[0] == 4 * len(TYPES) * 2  # every sequence exactly once
+        for key in ("labels", "types", "views"):
+            assert np.array_equal(a[key], b[key])
+        np.testing.assert_allclose(a["embeddings"], b["embeddings"], rtol=1e-5, atol=1e-6)

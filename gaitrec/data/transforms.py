@@ -55,13 +55,25 @@ def _warp_frames(seq: np.ndarray, matrix: np.ndarray, perspective: bool = False)
     return np.stack([warp(np.ascontiguousarray(frame), matrix, (w, h)) for frame in seq]).astype(seq.dtype)
 
 
+class RandomTransform:
+    """An augmentation applied to the whole sequence with probability ``prob``."""
+
+    prob: float
+
+    def __call__(self, seq, rng):
+        return self.apply(seq, rng) if rng.random() < self.prob else seq
+
+    def apply(self, seq, rng):
+        raise NotImplementedError
+
+
 @TRANSFORMS.register()
-class RandomHorizontalFlip:
+class RandomHorizontalFlip(RandomTransform):
     def __init__(self, prob: float = 0.5):
         self.prob = prob
 
-    def __call__(self, seq, rng):
-        return seq[..., ::-1].copy() if rng.random() < self.prob else seq
+    def apply(self, seq, rng):
+        return seq[..., ::-1].copy()
 
 
 @TRANSFORMS.register()
@@ -96,30 +108,26 @@ class RandomErasing:
 
 
 @TRANSFORMS.register()
-class RandomRotate:
+class RandomRotate(RandomTransform):
     """Rotate the whole sequence by an angle in [-degree, degree] around the frame centre."""
 
     def __init__(self, prob: float = 0.5, degree: float = 10):
         self.prob, self.degree = prob, degree
 
-    def __call__(self, seq, rng):
-        if rng.random() >= self.prob:
-            return seq
+    def apply(self, seq, rng):
         h, w = seq.shape[-2:]
         matrix = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-self.degree, self.degree), 1)
         return _warp_frames(seq, matrix)
 
 
 @TRANSFORMS.register()
-class RandomPerspective:
+class RandomPerspective(RandomTransform):
     """Stretch a random trapezoid whose corners lie in the side margins (``w // 44 * 10`` wide) to the frame."""
 
     def __init__(self, prob: float = 0.5):
         self.prob = prob
 
-    def __call__(self, seq, rng):
-        if rng.random() >= self.prob:
-            return seq
+    def apply(self, seq, rng):
         h, w = seq.shape[-2:]
         margin = max(1, w // 44 * 10)
         left = lambda: rng.integers(0, margin)  # noqa: E731
@@ -130,15 +138,13 @@ class RandomPerspective:
 
 
 @TRANSFORMS.register()
-class RandomAffine:
+class RandomAffine(RandomTransform):
     """A random affine warp moving three anchor points by up to ``h // 64 * 10`` pixels."""
 
     def __init__(self, prob: float = 0.5, degree: float = 10):
         self.prob, self.degree = prob, degree
 
-    def __call__(self, seq, rng):
-        if rng.random() >= self.prob:
-            return seq
+    def apply(self, seq, rng):
         h, w = seq.shape[-2:]
         shift = max(1, h // 64 * 10)
         s = lambda: rng.integers(0, shift)  # noqa: E731
