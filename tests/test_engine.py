@@ -187,3 +187,25 @@ def test_two_process_testing_gives_the_same_features(tiny, tmp_path):
         for key in ("labels", "types", "views"):
             assert np.array_equal(a[key], b[key])
         np.testing.assert_allclose(a["embeddings"], b["embeddings"], rtol=1e-5, atol=1e-6)
+
+
+def test_testing_while_training_keeps_the_best_checkpoint(tiny):
+    result = train(cfg_of(tiny, "trainer_cfg.with_test=true", "trainer_cfg.best_metric=NM-rank1",
+                          "trainer_cfg.keep_checkpoints=1"), progress=False)
+    run = result["run_dir"]
+    for it in ("00003", "00006"):
+        saved = json.loads((run / "test" / it / "results.json").read_text())
+        assert {"NM-rank1", "BG-rank1", "CL-rank1"} <= set(saved["results"])
+    assert (run / "checkpoints" / "tiny-best.pt").is_file()
+    assert [i for i, _ in list_checkpoints(run, "tiny")] == [6]  # keep_checkpoints=1
+    best = load_checkpoint(run / "checkpoints" / "tiny-best.pt")["iteration"]
+    scores = {it: json.loads((run / "test" / f"{it:05d}" / "results.json").read_text())["results"]["NM-rank1"]
+              for it in (3, 6)}
+    assert scores[best] == max(scores.values())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run / "summary"))
+    events.Reload()
+    assert "test/NM-rank1" in events.Tags()["scalars"]
+    with pytest.raises(Exception, match="best_metric 'rank1' is not a result"):
+        train(cfg_of(tiny, "trainer_cfg.save_name=bad", "trainer_cfg.with_test=true",
+                      "trainer_cfg.best_metric=rank1"), progress=False)
