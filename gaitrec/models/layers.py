@@ -101,7 +101,7 @@ class SeparateFCs(nn.Module):
         self.fc_bin = nn.Parameter(nn.init.xavier_uniform_(torch.zeros(parts_num, in_channels, out_channels)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(2, 0, 1)  # [p, n, c_in]
+        x = x.permute(2, 0, 1).contiguous()  # [p, n, c_in]; a strided bmm splits into many tiny tasks
         weight = F.normalize(self.fc_bin, dim=1) if self.norm else self.fc_bin
         return x.matmul(weight).permute(1, 2, 0).contiguous()
 
@@ -131,7 +131,7 @@ class SeparateBNNecks(nn.Module):
             x = self.bn1d(x.reshape(n, c * p)).reshape(n, c, p)
         else:
             x = torch.stack([bn(x[:, :, i]) for i, bn in enumerate(self.bn1d)], dim=2)
-        feature = x.permute(2, 0, 1)  # [p, n, c]
+        feature = x.permute(2, 0, 1).contiguous()  # [p, n, c]
         if self.norm:
             feature = F.normalize(feature, dim=-1)
             logits = feature.matmul(F.normalize(self.fc_bin, dim=1))
