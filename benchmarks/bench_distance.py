@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gaitrec.evaluation.distance import pairwise_distance, reference_distance, resolve_device  # noqa: E402
+from results_md import write_section  # noqa: E402
 
 
 def timed(fn, repeats: int = 3) -> tuple[float, object]:
@@ -72,22 +72,10 @@ def main() -> None:
     text = "\n".join([header, "", *table])
     print(text)
     if args.append:
-        append_section(args.append, "Evaluation distance (bench_distance.py)", text + (
+        write_section("Evaluation distance (bench_distance.py)", text + (
             f"\n\nReference: the direct float64 NumPy formula on a {args.reference_probes} x "
             f"{args.reference_gallery} slice; max abs diff compares the two there. Best of 3 runs; on a machine "
-            f"shared with other jobs the timings vary by up to 3x between runs.\n"))
-
-
-def append_section(path: Path, title: str, body: str) -> None:
-    """Replace the section ``## title`` in ``path`` (or add it at the end), keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = f"## {title}\n\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text)
+            f"shared with other jobs the timings vary by up to 3x between runs.\n"), args.append)
 
 
 if __name__ == "__main__":

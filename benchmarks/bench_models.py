@@ -22,7 +22,9 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from results_md import write_section  # noqa: E402
 from gaitrec.config import load_config, loss_entries  # noqa: E402
 from gaitrec.losses import build_losses, total_loss  # noqa: E402
 from gaitrec.models import create_model  # noqa: E402
@@ -42,8 +45,7 @@ PACKED_LENGTHS = [18, 22, 26, 30, 34, 38, 42, 46]  # 8 sequences, 256 frames
 TRAIN_BATCH = (4, 4, 30)  # subjects x sequences per subject x frames
 PROFILE_BELOW = 0.5  # profile a model whose frames/s is under this fraction of OpenGait's
 
-SECTION_START = "<!-- bench_models.py: start (generated, replaced on every run) -->"
-SECTION_END = "<!-- bench_models.py: end -->"
+TITLE = "Model speed on CPU (bench_models.py)"
 
 
 @dataclass
@@ -163,7 +165,7 @@ def train_step_s(model: nn.Module, cfg: dict, spec: Spec, repeats: int, forward=
     """Best time of one step: forward on 4x4x30 frames, the config's losses, backward, SGD."""
     subjects, per_subject, frames = TRAIN_BATCH
     model.train()
-    forward = forward or model
+    forward = model if forward is None else forward  # a compiled module has no truth value
     losses = build_losses(loss_entries(cfg))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     sils = torch.rand(subjects * per_subject, frames, spec.height, spec.width)
@@ -228,25 +230,13 @@ def number(value: float | None, fmt: str) -> str:
     return format(value, fmt) if value is not None else "-"
 
 
-def write_section(path: Path, body: str) -> None:
-    """Put ``body`` between this script's markers in ``path`` (appended if absent); other text is kept."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{SECTION_START}\n{body.rstrip()}\n{SECTION_END}"
-    pattern = re.compile(re.escape(SECTION_START) + r".*?" + re.escape(SECTION_END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help=f"comma-separated, from {', '.join(SPECS)} (default: {','.join(DEFAULT_MODELS)})")
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions, no torch.compile of training")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, no torch.compile")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    parser.add_argument("--compile-budget", type=float, default=300.0,
+    parser.add_argument("--compile-budget", type=float, default=180.0,
                         help="seconds of torch.compile work after which further compiles are skipped")
     parser.add_argument("--write", type=Path, default=None, help="replace this script's section of a RESULTS.md")
     args = parser.parse_args()
@@ -277,7 +267,7 @@ def main() -> None:
         cfg, spec = load(name)
         model = build(cfg)
         fps = inference_frames_per_s(model, spec, repeats)
-        packed, single, difference = packed_vs_single(model, spec, repeats)
+        packed, single, difference = packed_vs_single(model, spec, 1 if args.quick else 2, not args.quick)
         hotspot = ""
         if spec.reference_frames_per_s and fps < PROFILE_BELOW * spec.reference_frames_per_s:
             hotspot = profile_forward(model, spec)
@@ -291,48 +281,54 @@ def main() -> None:
             note_load()
 
     variants = []  # (model, variant, frames/s, plain frames/s, step s, plain step s, note)
-    compile_spent = 0.0
-    for name in [n for n in VARIANT_MODELS if n in names]:
+    variant_names = [n for n in VARIANT_MODELS if n in names]
+    for name in variant_names:
         cfg, spec = load(name)
-        plain_fps = inference[name][1]
-        plain_step = training[name][1] if name in training else None
         model = build(cfg, channels_last=True)
         fps = inference_frames_per_s(model, spec, repeats)
-        step = train_step_s(model, cfg, spec, train_repeats) if plain_step else None
-        variants.append((name, "channels_last", fps, plain_fps, step, plain_step, ""))
+        step = train_step_s(model, cfg, spec, train_repeats) if name in training else None
+        variants.append([name, "channels_last", fps, inference[name][1], step, training.get(name, (0, None))[1], []])
         say(f"{name} channels_last: {fps:.1f} frames/s, step {number(step, '.2f')} s")
         note_load()
 
-        if args.no_compile:
-            continue
-        notes, fps, step = [], None, None
+    if not (args.quick or args.no_compile):
+        # A fresh inductor cache, so that the compile times are those of a first run.
+        cache = tempfile.mkdtemp(prefix="bench_models_inductor_")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        compiled = {n: [n, "torch.compile", None, inference[n][1], None, training.get(n, (0, None))[1], []]
+                    for n in variant_names}
+        compile_spent = 0.0
+        # Inference of every model first: it is the cheaper compile, and the budget may stop training.
         for part in ("inference", "training"):
-            if part == "training" and (args.quick or plain_step is None):
-                continue
-            if compile_spent > args.compile_budget:
-                notes.append(f"{part} not compiled: the {args.compile_budget:.0f} s compile budget was spent")
-                continue
-            torch._dynamo.reset()
-            model = build(cfg)
-            try:
-                if part == "inference":
-                    compile_s, fps = compiled_inference(model, spec, repeats)
-                else:
-                    compile_s, step = compiled_training(model, cfg, spec, train_repeats)
-                notes.append(f"{part}: compile + first call {compile_s:.0f} s")
-                compile_spent += compile_s
-            except Exception as err:  # reported in the table: a failing compile is a result here
-                notes.append(f"{part} failed: {first_line(err)}")
-            note_load()
-        variants.append((name, "torch.compile", fps, plain_fps, step, plain_step, "; ".join(notes)))
-        say(f"{name} torch.compile: {number(fps, '.1f')} frames/s, step {number(step, '.2f')} s; {'; '.join(notes)}")
+            for name in variant_names:
+                row = compiled[name]
+                if part == "training" and name not in training:
+                    continue
+                if compile_spent > args.compile_budget:
+                    row[6].append(f"{part} not compiled: {args.compile_budget:.0f} s compile budget spent")
+                    continue
+                cfg, spec = load(name)
+                torch._dynamo.reset()
+                try:
+                    if part == "inference":
+                        compile_s, row[2] = compiled_inference(build(cfg), spec, repeats)
+                    else:
+                        compile_s, row[4] = compiled_training(build(cfg), cfg, spec, train_repeats)
+                    row[6].append(f"{part}: compile + first call {compile_s:.0f} s")
+                    compile_spent += compile_s
+                except Exception as err:  # a failing compile is a result here: it goes in the table
+                    row[6].append(f"{part} failed: {first_line(err)}")
+                say(f"{name} torch.compile {part}: {'; '.join(row[6])}")
+                note_load()
+        variants += compiled.values()
+        shutil.rmtree(cache, ignore_errors=True)
 
     elapsed = time.perf_counter() - run_start
     note_load()
     body = report(args, names, inference, training, variants, load_start, peak_load, elapsed)
-    print("\n" + body)
+    print(f"\n## {TITLE}\n\n" + body)
     if args.write:
-        write_section(args.write, body)
+        write_section(TITLE, body, args.write)
         say(f"wrote its section of {args.write}")
 
 
@@ -341,10 +337,9 @@ def report(args, names, inference, training, variants, load_start, peak_load, el
     cpus = os.cpu_count() or 1
     busy = load_start > 0.5 or peak_load > THREADS + 0.5
     lines = [
-        "## Model speed on CPU (bench_models.py)",
-        "",
         f"`{command.strip()}`: {elapsed / 60:.1f} min. {machine()}. fp32, random silhouettes, best of "
-        f"{1 if args.quick else 3} inference and {1 if args.quick else 2} training repetitions after a warm-up.",
+        f"{1 if args.quick else 3} inference and {1 if args.quick else 2} training repetitions after a warm-up"
+        + (" (packed: one repetition, no warm-up)." if args.quick else " (packed: 2)."),
         "",
         f"Load average (1 min): {load_start:.2f} before the run, {peak_load:.2f} at most during it, on {cpus} CPUs "
         f"(this run itself accounts for up to {THREADS}). "
@@ -392,14 +387,15 @@ def report(args, names, inference, training, variants, load_start, peak_load, el
             "",
             "Against the plain model measured above in the same process; ratios above 1 are faster. torch.compile: "
             "default mode (inductor); compile time is the first call, not counted in the figures."
-            + (" Training was not compiled (`--quick`)." if args.quick else ""),
+            + (" Not compiled with `--quick` or `--no-compile`." if args.quick or args.no_compile else ""),
             "",
             "| model | variant | frames/s | vs plain | step (s) | vs plain | note |",
             "|---|---|---:|---:|---:|---:|---|",
         ]
         for name, variant, fps, plain_fps, step, plain_step, note in variants:
             lines.append(f"| {name} | {variant} | {number(fps, '.1f')} | {ratio(fps, plain_fps)} "
-                         f"| {number(step, '.2f')} | {ratio(plain_step, step) if step else '-'} | {note or '-'} |")
+                         f"| {number(step, '.2f')} | {ratio(plain_step, step) if step else '-'} "
+                         f"| {'; '.join(note) or '-'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -23,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results_md import write_section  # noqa: E402
 from gaitrec.data.dataset import PklSource  # noqa: E402
-from gaitrec.data.pickle_io import atomic_write_bytes, save_array  # noqa: E402
+from gaitrec.data.pickle_io import save_array  # noqa: E402
 from gaitrec.data.store import StoreSource, pack  # noqa: E402
 
 CLIP = 30
-SECTION = "## Packed store vs .pkl (bench_store.py)"
+SECTION = "Packed store vs .pkl (bench_store.py)"
 TYPES = [f"nm-{i:02d}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"]
 VIEWS = [f"{a:03d}" for a in range(0, 181, 18)]
 
@@ -88,15 +88,6 @@ def cold_rate(make_source, paths, reads: int, seed: int = 2) -> tuple[float, flo
     return opened - start, reads / (time.perf_counter() - opened)
 
 
-def write_section(results: Path, text: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (or append it), keeping every other section."""
-    old = results.read_text() if results.is_file() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = text.rstrip("\n") + "\n\n"
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    atomic_write_bytes(results, new.encode())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subjects", type=int, default=10)
@@ -134,7 +125,6 @@ def main() -> None:
     for name, p, s in rows:
         print(f"{name}: pkl {p:,.0f} seq/s, store {s:,.0f} seq/s, x{s / p:.1f}")
     text = "\n".join([
-        SECTION, "",
         f"Training-like sampler (random sequence, random {CLIP}-frame clip), one process. Synthetic "
         f"CASIA-B-shaped data scaled down to {args.subjects} subjects x 110 sequences, 60-100 random 64x64 frames "
         f"each ({sequences} sequences, {frames} frames, {size_gb:.2f} GB; full CASIA-B would be about 9 GB). "
@@ -154,7 +144,7 @@ def main() -> None:
         "sequence access from the page cache, not for cold random clips.", "",
     ])
     if args.write_results:
-        write_section(Path(__file__).resolve().parent / "RESULTS.md", text)
+        write_section(SECTION, text)
         print("written to benchmarks/RESULTS.md")
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_distance import append_section  # noqa: E402
+from results_md import write_section  # noqa: E402
 from gaitrec.synth import TYPES, VIEWS, generate_dataset  # noqa: E402
 from gaitrec.synth.dataset import make_subject, render_views  # noqa: E402
 
@@ -61,7 +61,7 @@ def main() -> None:
         lines += ["", line]
         print(line)
     if args.append:
-        append_section(args.append, "SynthGait generation (bench_synth.py)", "\n".join(lines))
+        write_section("SynthGait generation (bench_synth.py)", "\n".join(lines), args.append)
         print(f"written to {args.append}")
 
 
