@@ -114,3 +114,27 @@ def test_defaults_of_another_optimizer_or_scheduler_do_not_leak(tmp_path):
     assert cfg["scheduler_cfg"] == {"scheduler": "StepLR", "step_size": 10}
     cfg = load_config(write(tmp_path, BASELINE_MODEL + "optimizer_cfg:\n  lr: 0.05\n"))
     assert cfg["optimizer_cfg"]["momentum"] == 0.9 and cfg["optimizer_cfg"]["lr"] == 0.05
+
+
+def test_keys_opengait_ignores_load_with_a_warning_and_are_dropped(tmp_path):
+    extra = ("optimizer_cfg:\n  solver: Adam\n  lr: 0.0001\n  momentum: 0.9\n  weight_decay: 0\n"
+             "trainer_cfg:\n  transform:\n    - type: BaseSilCuttingTransform\n      img_w: 64\n")
+    with pytest.warns(UserWarning) as caught:
+        cfg = load_config(write(tmp_path, BASELINE_MODEL + extra))
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "optimizer_cfg.momentum does not apply to Adam" in messages
+    assert "img_w does not apply to BaseSilCuttingTransform" in messages
+    assert "momentum" not in cfg["optimizer_cfg"] and cfg["trainer_cfg"]["transform"] == [
+        {"type": "BaseSilCuttingTransform"}]
+    with pytest.raises(ConfigError, match=r"optimizer_cfg.moment \(did you mean optimizer_cfg.momentum\?\)"):
+        load_config(write(tmp_path, BASELINE_MODEL + "optimizer_cfg:\n  moment: 0.9\n"))
+
+
+def test_every_shipped_config_loads():
+    from gaitrec.config import CONFIG_DIR
+
+    paths = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.name != "default.yaml")
+    assert len(paths) >= 20
+    for path in paths:
+        cfg = load_config(path)
+        assert cfg["model_cfg"]["model"]
