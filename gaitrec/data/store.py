@@ -128,6 +128,7 @@ class StoreSource:
         self._layout = [tuple(r[4:]) for r in rows]  # (offset, T, H, W); tuples: load() is on the hot path
         self.sequences = [SequenceInfo(r[0], r[1], r[2], f"{self.root}[{r[0]}/{r[1]}/{r[2]}]") for r in rows]
         self._flat: np.ndarray | None = None
+        self._mapped: mmap.mmap | None = None
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -144,13 +145,20 @@ class StoreSource:
                     raise StoreError(f"{self.frames_path}: changed since the store was opened "
                                      f"({len(mapped)} bytes, expected {self.frames_bytes})")
                 self._flat = np.frombuffer(mapped, dtype=np.uint8)
+                self._mapped = mapped
             self._pid = os.getpid()
         return self._flat
 
     def load(self, index: int) -> np.ndarray:
         """Frames of sequence ``index``: a read-only uint8 view ``[T, H, W]``."""
         offset, length, height, width = self._layout[index]
-        return self._frames()[offset: offset + length * height * width].reshape(length, height, width)
+        flat = self._frames()
+        size = length * height * width
+        if size:
+            # One readahead request for the whole sequence: a cold page fault would read it in small windows.
+            start = offset - offset % mmap.PAGESIZE
+            self._mapped.madvise(mmap.MADV_WILLNEED, start, offset + size - start)
+        return flat[offset: offset + size].reshape(length, height, width)
 
     def frame_count(self, index: int) -> int:
         """Number of frames of sequence ``index``, without reading them."""
@@ -162,7 +170,7 @@ class StoreSource:
     def __getstate__(self):
         # The map belongs to one process; a worker process maps the file again.
         state = self.__dict__.copy()
-        state["_flat"], state["_pid"] = None, None
+        state["_flat"], state["_mapped"], state["_pid"] = None, None, None
         return state
 
 
