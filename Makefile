@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 # torch goes first so that the CPU wheel (or the one named by TORCH_SPEC) is what satisfies the package's range.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
