@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -180,3 +182,21 @@ def test_shipped_casia_b_partition_is_74_50():
     data = json.loads((PARTITION_DIR / "CASIA-B.json").read_text())
     assert data["TRAIN_SET"] == [f"{i:03d}" for i in range(1, 75)]
     assert data["TEST_SET"] == [f"{i:03d}" for i in range(75, 125)]
+
+
+def test_remove_no_gallery_drops_subjects_without_gallery(tmp_path):
+    from conftest import write_constructed_dataset
+
+    root = write_constructed_dataset(tmp_path / "ou", subjects=("00001", "00002"), types=("00", "01"),
+                                     views=("000", "015"))
+    shutil.rmtree(root / "00002" / "01")  # subject 00002 has probes (type 00) but no gallery (type 01)
+    partition = tmp_path / "ou.json"
+    partition.write_text('{"TRAIN_SET": [], "TEST_SET": ["00001", "00002"]}')
+    cfg = {"dataset_root": str(root), "dataset_name": "OUMVLP", "dataset_partition": str(partition)}
+    _, kept_all = build_datasets(cfg, train=False)
+    assert len(kept_all) == 6  # without the option, the probes of 00002 stay (and count as misses)
+    with pytest.warns(UserWarning, match="dropped 2 test sequence"):
+        _, test = build_datasets({**cfg, "remove_no_gallery": True}, train=False)
+    assert {test.info(i).subject for i in range(len(test))} == {"00001"} and len(test) == 4
+    with pytest.raises(ConfigError, match="applies to OUMVLP only"):
+        build_datasets({**cfg, "dataset_name": "CASIA-B", "remove_no_gallery": True}, train=False)

@@ -201,4 +201,33 @@ def build_datasets(data_cfg: dict, train: bool = True, test: bool = True) -> tup
         train_set = GaitDataset(source, partition["TRAIN_SET"] if partition else None, name="train set", **common)
     if test:
         test_set = GaitDataset(source, partition["TEST_SET"] if partition else None, name="test set", **common)
+        if data_cfg.get("remove_no_gallery"):
+            remove_probes_without_gallery(test_set, data_cfg.get("test_dataset_name") or data_cfg.get("dataset_name"))
     return train_set, test_set
+
+
+# Gallery types per dataset for ``remove_no_gallery`` (OU-MVLP: type 01 is the gallery, 00 the probes).
+GALLERY_TYPES = {"OUMVLP": ("01",)}
+
+
+def remove_probes_without_gallery(dataset: GaitDataset, dataset_name: str) -> int:
+    """Drop test sequences of subjects that have no gallery sequence; returns how many were dropped.
+
+    Without this, such probes stay in the test set and count as misses (OpenGait's OU-MVLP figures).
+    """
+    if dataset_name not in GALLERY_TYPES:
+        raise ConfigError(f"data_cfg.remove_no_gallery applies to {', '.join(GALLERY_TYPES)} only, "
+                          f"not {dataset_name!r}")
+    gallery = GALLERY_TYPES[dataset_name]
+    with_gallery = {dataset.info(i).subject for i in range(len(dataset)) if dataset.info(i).type in gallery}
+    kept = [key for i, key in enumerate(dataset.indices) if dataset.info(i).subject in with_gallery]
+    dropped = len(dataset.indices) - len(kept)
+    if not kept:
+        raise ValueError("remove_no_gallery: no test subject has a gallery sequence")
+    dataset.indices = kept
+    dataset.subjects = sorted({dataset.info(i).subject for i in range(len(dataset))})
+    label_of = {s: k for k, s in enumerate(dataset.subjects)}
+    dataset.labels = np.array([label_of[dataset.info(i).subject] for i in range(len(dataset))], dtype=np.int64)
+    if dropped:
+        warnings.warn(f"remove_no_gallery: dropped {dropped} test sequence(s) of subjects without a gallery sequence")
+    return dropped
