@@ -292,6 +292,17 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     if cfg["evaluator_cfg"]["metric"] not in ("euc", "cos"):
         raise ConfigError(f"{source}: evaluator_cfg.metric must be 'euc' or 'cos', got {cfg['evaluator_cfg']['metric']!r}")
 
+    # The protocol is needed only at test time, hours into a run: check now that it exists.
+    from .evaluation.protocols import protocol_for_eval_func
+
+    data = cfg["data_cfg"]
+    try:
+        protocol_for_eval_func(cfg["evaluator_cfg"]["eval_func"], data.get("test_dataset_name") or data["dataset_name"],
+                               cfg["evaluator_cfg"].get("cross_view_gallery", False))
+    except ValueError as err:
+        raise ConfigError(f"{source}: evaluator_cfg.eval_func: {err} (set data_cfg.test_dataset_name to the "
+                          "benchmark whose protocol applies)") from None
+
     model_cfg = cfg["model_cfg"]
     if "model" not in model_cfg:
         raise ConfigError(f"{source}: model_cfg.model is missing")

@@ -138,3 +138,11 @@ def test_every_shipped_config_loads():
     for path in paths:
         cfg = load_config(path)
         assert cfg["model_cfg"]["model"]
+
+
+def test_unknown_protocol_is_caught_at_load_time(tmp_path):
+    with pytest.raises(ConfigError, match="evaluator_cfg.eval_func: OpenGait's evaluate_indoor_dataset has an indoor "
+                                          "protocol for .* not for dataset 'MyData'"):
+        load_config(write(tmp_path, BASELINE_MODEL + "data_cfg:\n  dataset_name: MyData\n  test_dataset_name: MyData\n"))
+    with pytest.raises(ConfigError, match="unknown eval_func 'evaluate_indor_dataset'"):
+        load_config(write(tmp_path, BASELINE_MODEL + "evaluator_cfg:\n  eval_func: evaluate_indor_dataset\n"))
