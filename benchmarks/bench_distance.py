@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gaitrec.evaluation.distance import pairwise_distance, reference_distance, resolve_device  # noqa: E402
+from gaitrec.device import pick_device  # noqa: E402
+from gaitrec.evaluation.distance import pairwise_distance, reference_distance  # noqa: E402
 from results_md import write_section  # noqa: E402
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--append", type=Path, default=None, help="add a section to this RESULTS.md")
     args = parser.parse_args()
 
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     rng = np.random.default_rng(0)
     probe = rng.normal(size=(args.probes, args.channels, args.parts)).astype(np.float32)
     gallery = rng.normal(size=(args.gallery, args.channels, args.parts)).astype(np.float32)

@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from ..device import pick_device
+
 
 @dataclass
 class DistContext:
@@ -23,13 +25,9 @@ class DistContext:
 
 
 def resolve_device(requested: str | None, local_rank: int = 0) -> torch.device:
-    """``None``/"auto": CUDA if present, else CPU."""
-    if requested in (None, "auto"):
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    """The device of this process: ``pick_device``'s choice, on GPU ``local_rank`` when no index is given."""
+    device = pick_device(requested)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but no CUDA GPU is available")
         if device.index is None:
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

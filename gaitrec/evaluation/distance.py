@@ -12,22 +12,14 @@ from typing import Iterator
 
 import numpy as np
 import torch
+
+from ..device import pick_device
 import torch.nn.functional as F
 
 METRICS = ("euc", "cos")
 
 # Bytes of distance values one probe block may hold; temporaries are about three times this.
 DEFAULT_BLOCK_BYTES = 256 * 2**20
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` means CUDA when it is available, otherwise the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was asked for but CUDA is not available; use device='cpu'")
-    return device
 
 
 def check_metric(metric: str) -> str:
@@ -59,7 +51,7 @@ def distance_blocks(
     The tensors live on ``device``; callers reduce each block (top-k, argmin) before asking for the next.
     """
     check_metric(metric)
-    device = resolve_device(device)
+    device = pick_device(device)
     p = _parts_first(probe, metric, device)  # [P, Q, C]
     g = _parts_first(gallery, metric, device)  # [P, G, C]
     if p.shape[0] != g.shape[0] or p.shape[2] != g.shape[2]:
