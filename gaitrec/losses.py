@@ -34,6 +34,8 @@ class TripletLoss(nn.Module):
         dist = part_distances(x, x)  # [p, n, n]
         same = labels[:, None] == labels[None, :]
         p, n, _ = dist.shape
+        if bool(same.all()):
+            raise ValueError("TripletLoss needs at least two subjects per batch (trainer_cfg.sampler.batch_size[0])")
         if len(set(same.sum(1).tolist())) != 1:
             raise ValueError("TripletLoss needs every subject in the batch to have the same number of sequences "
                              "(a P x K batch from TripletSampler)")

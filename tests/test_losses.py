@@ -60,3 +60,5 @@ def test_total_loss_weights_terms_and_logs_each():
 def test_triplet_loss_needs_balanced_batches():
     with pytest.raises(ValueError, match="same number of sequences"):
         TripletLoss()(EMB[:3], LABELS[:3])
+    with pytest.raises(ValueError, match="at least two subjects per batch"):
+        TripletLoss()(EMB[:2], LABELS[:2])
