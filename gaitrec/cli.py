@@ -51,7 +51,7 @@ def cmd_train(args) -> int:
 def cmd_test(args) -> int:
     from .engine import distributed
     from .engine.checkpoint import checkpoint_path, load_checkpoint, load_model_weights
-    from .engine.inference import run_test
+    from .engine.inference import place_model, run_test
     from .engine.trainer import run_dir_of
     from .evaluation.report import print_table
     from .models import create_model
@@ -69,7 +69,7 @@ def cmd_test(args) -> int:
     ctx = distributed.init(args.device)
     model = create_model(cfg["model_cfg"])
     load_model_weights(model, load_checkpoint(path), strict=ev["restore_ckpt_strict"], where=str(path))
-    model.to(ctx.device)
+    place_model(model, ctx.device, cfg["trainer_cfg"].get("channels_last", False))
     output = Path(args.output) if args.output else run_dir_of(cfg, ev["save_name"]) / "test" / path.stem
     result = run_test(cfg, model, ctx, output, overwrite=args.overwrite, progress=not args.quiet)
     if result is not None:

@@ -30,7 +30,7 @@ def next_free_dir(parent: Path, prefix: str = "run-") -> Path:
 def run_demo(output: str | None = None, data: str | None = None, iterations: int | None = None,
              progress: bool = True) -> dict:
     from .engine.distributed import init
-    from .engine.inference import run_test
+    from .engine.inference import place_model, run_test
     from .engine.trainer import train
     from .evaluation.report import print_table
     from .synth import generate_dataset
@@ -51,7 +51,9 @@ def run_demo(output: str | None = None, data: str | None = None, iterations: int
         overrides.append(f"trainer_cfg.total_iter={iterations}")
     cfg = load_config(DEMO_CONFIG, overrides)
     trained = train(cfg, progress=progress, test_at_end=False)
-    result = run_test(cfg, _trained_model(trained, cfg), init(), out_dir, progress=progress)
+    ctx = init()
+    model = place_model(_trained_model(trained, cfg), ctx.device, cfg["trainer_cfg"]["channels_last"])
+    result = run_test(cfg, model, ctx, out_dir, progress=progress)
     print(print_table(result))
     minutes = (time.perf_counter() - started) / 60
     print(f"demo finished in {minutes:.1f} min; results, features and heatmaps: {out_dir}")

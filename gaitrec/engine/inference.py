@@ -18,6 +18,14 @@ from .distributed import DistContext
 log = logging.getLogger("gaitrec")
 
 
+def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
+    """Move a model to its device, in channels-last memory format if asked (faster convolutions on CPU)."""
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 @torch.no_grad()
 def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg: dict, ctx: DistContext,
                      num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray] | None:

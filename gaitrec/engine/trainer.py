@@ -25,7 +25,7 @@ from ..registry import ConfigError
 from . import distributed as dist_utils
 from .checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, load_model_weights, prune_checkpoints,
                          save_checkpoint)
-from .inference import run_test
+from .inference import place_model, run_test
 
 log = logging.getLogger("gaitrec")
 
@@ -160,9 +160,7 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     train_set, _ = build_datasets(cfg["data_cfg"], test=False)
     model = create_model(cfg["model_cfg"])
     check_class_num(model, len(train_set.subjects))
-    model.to(ctx.device)
-    if trainer.get("channels_last"):
-        model.to(memory_format=torch.channels_last)
+    place_model(model, ctx.device, trainer.get("channels_last", False))
     losses = build_losses(loss_entries(cfg))
     optimizer = build_optimizer(model, cfg["optimizer_cfg"])
     scheduler = build_scheduler(optimizer, cfg["scheduler_cfg"])
