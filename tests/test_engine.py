@@ -209,3 +209,27 @@ def test_testing_while_training_keeps_the_best_checkpoint(tiny):
     with pytest.raises(Exception, match="best_metric 'rank1' is not a result"):
         train(cfg_of(tiny, "trainer_cfg.save_name=bad", "trainer_cfg.with_test=true",
                       "trainer_cfg.best_metric=rank1"), progress=False)
+
+
+def test_fp16_grad_scaler_logs_skipped_steps(tiny):
+    # fp16 autocast with a GradScaler, the CUDA recipe, exercised on the CPU. A huge loss weight makes every
+    # fp16 gradient overflow: each step must be skipped (weights untouched) and logged as skipped.
+    cfg = cfg_of(tiny, "trainer_cfg.enable_float16=true", "trainer_cfg.amp_dtype=float16", "trainer_cfg.total_iter=3",
+                 "loss_cfg=[{type: TripletLoss, margin: 0.2, log_prefix: triplet, loss_term_weight: 1.0e+30}]",
+                 "trainer_cfg.save_iter=3", "optimizer_cfg.weight_decay=0.0")
+    result = train(cfg, progress=False, test_at_end=False)
+    log_text = (result["run_dir"] / "train.log").read_text()
+    assert log_text.count("fp16 gradients overflowed, step skipped") == 3
+    state = load_checkpoint(result["run_dir"] / "checkpoints" / "tiny-00003.pt")
+    assert state["scaler"]["scale"] == 2.0 ** 16 / 2 ** 3  # backed off once per skipped step
+    from gaitrec.engine.trainer import set_seed
+    from gaitrec.models import create_model
+    set_seed(0)  # the trainer's seed: the same initial weights
+    initial = create_model(cfg["model_cfg"]).state_dict()
+    for key in ("Backbone.forward_block.feature.0.conv.weight", "FCs.fc_bin"):
+        assert torch.equal(state["model"][key], initial[key]), key
+    # a normal fp16 run trains: finite losses and no growth messages
+    ok = train(cfg_of(tiny, "trainer_cfg.enable_float16=true", "trainer_cfg.amp_dtype=float16",
+                      "trainer_cfg.save_name=fp16"), progress=False, test_at_end=False)
+    assert all(np.isfinite(h["loss"]) for h in ok["history"])
+    assert "grow" not in (ok["run_dir"] / "train.log").read_text()

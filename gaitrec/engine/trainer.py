@@ -79,18 +79,16 @@ def build_scheduler(optimizer, scheduler_cfg: dict):
 
 
 def amp_settings(enable: bool, device: torch.device, amp_dtype: str | None) -> tuple[bool, torch.dtype | None]:
-    """(use autocast, dtype). fp16 + GradScaler on CUDA; on CPU only bf16 is worth it, and only if asked."""
+    """(use autocast, dtype). Default: fp16 + GradScaler on CUDA, off on CPU (where only an explicit
+    ``amp_dtype`` turns it on: bfloat16, or float16 with a GradScaler as on GPUs)."""
     if not enable:
         return False, None
     if amp_dtype is None:
-        amp_dtype = "float16" if device.type == "cuda" else None
-    if amp_dtype is None:
-        log.info("enable_float16 is ignored on CPU (set trainer_cfg.amp_dtype: bfloat16 to use bf16 autocast)")
-        return False, None
-    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[amp_dtype]
-    if device.type == "cpu" and dtype == torch.float16:
-        raise ConfigError("float16 autocast is not supported for training on CPU; use amp_dtype: bfloat16")
-    return True, dtype
+        if device.type != "cuda":
+            log.info("enable_float16 is ignored on CPU (set trainer_cfg.amp_dtype: bfloat16 to use bf16 autocast)")
+            return False, None
+        amp_dtype = "float16"
+    return True, {"float16": torch.float16, "bfloat16": torch.bfloat16}[amp_dtype]
 
 
 def check_class_num(model: nn.Module, num_classes: int) -> None:
@@ -165,7 +163,7 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     optimizer = build_optimizer(model, cfg["optimizer_cfg"])
     scheduler = build_scheduler(optimizer, cfg["scheduler_cfg"])
     use_amp, amp_dtype = amp_settings(trainer["enable_float16"], ctx.device, trainer.get("amp_dtype"))
-    scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(ctx.device.type) if use_amp and amp_dtype == torch.float16 else None
     start = restore(cfg, run_dir, model, optimizer, scheduler, scaler, resume)
     model = dist_utils.wrap_model(model, ctx, trainer)
     forward = torch.compile(model) if trainer.get("compile") else model
