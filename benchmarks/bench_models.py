@@ -35,6 +35,7 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from results_md import write_section  # noqa: E402
+from gaitrec.engine.inference import place_model  # noqa: E402
 from gaitrec.config import load_config, loss_entries  # noqa: E402
 from gaitrec.losses import build_losses, total_loss  # noqa: E402
 from gaitrec.models import create_model  # noqa: E402
@@ -68,7 +69,7 @@ SPECS = {
 }
 DEFAULT_MODELS = ["Baseline", "GaitSet", "GaitPart", "GLN", "GaitGL"]
 TRAIN_MODELS = ["Baseline", "GaitSet", "GaitGL"]
-VARIANT_MODELS = ["Baseline", "GaitSet"]
+VARIANT_MODELS = ["Baseline", "GaitSet", "GaitGL"]
 
 
 def load(name: str) -> tuple[dict, Spec]:
@@ -84,7 +85,7 @@ def build(cfg: dict, channels_last: bool = False) -> nn.Module:
     torch.manual_seed(0)
     model = create_model(cfg["model_cfg"])
     if channels_last:
-        model.to(memory_format=torch.channels_last)  # as the trainer does: parameters only
+        place_model(model, torch.device("cpu"), channels_last=True)  # as the trainer does: parameters only
     return model
 
 

@@ -237,3 +237,14 @@ def test_short_training_run_lowers_the_loss(name):
         optimizer.step()
         values.append(logged["loss"])
     assert min(values[-3:]) < values[0], values
+
+
+@pytest.mark.parametrize("name", ["Baseline", "GaitGL", "DeepGaitV2-3d", "GaitPart"])
+def test_channels_last_placement_keeps_the_embeddings(name):
+    from gaitrec.engine.inference import place_model
+
+    plain = make(name).eval()
+    fast = place_model(make(name).eval(), torch.device("cpu"), channels_last=True)
+    x = silhouettes(2, 6, HEIGHT, WIDTH)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x)["embeddings"], plain(x)["embeddings"], atol=1e-5, rtol=1e-5)

@@ -19,10 +19,16 @@ log = logging.getLogger("gaitrec")
 
 
 def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
-    """Move a model to its device, in channels-last memory format if asked (faster convolutions on CPU)."""
+    """Move a model to its device, its convolutions in channels-last memory format if asked (faster on CPU):
+    2D convolutions channels_last, 3D ones channels_last_3d (one format for the whole model would reject
+    the other rank)."""
     model.to(device)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv3d):
+                module.to(memory_format=torch.channels_last_3d)
+            elif isinstance(module, torch.nn.Conv2d):
+                module.to(memory_format=torch.channels_last)
     return model
 
 
