@@ -52,11 +52,7 @@ class BasicBlock3D(nn.Module):
         self.bn2 = nn.BatchNorm3d(planes)
         self.downsample = downsample
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+    forward = BasicBlock2D.forward  # the same residual: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut)
 
 
 BLOCKS = {"2d": BasicBlock2D, "p3d": BasicBlockP3D, "3d": BasicBlock3D}
