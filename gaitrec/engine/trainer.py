@@ -155,7 +155,8 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
         (run_dir / "config.yaml").write_text(dump(cfg))
     log.info("run directory %s, device %s, %d process(es)", run_dir, ctx.device, ctx.world_size)
 
-    train_set, _ = build_datasets(cfg["data_cfg"], test=False)
+    # The test set is listed (and, with data_cfg.cache, loaded) once, not at every test during training.
+    train_set, test_set = build_datasets(cfg["data_cfg"], test=trainer["with_test"] or test_at_end)
     model = create_model(cfg["model_cfg"])
     check_class_num(model, len(train_set.subjects))
     place_model(model, ctx.device, trainer.get("channels_last", False))
@@ -221,14 +222,14 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
         if iteration % trainer["save_iter"] == 0 or iteration == total_iter:
             saved = save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration, ctx)
             if trainer["with_test"] and iteration < total_iter:
-                result = test_during_training(cfg, model, ctx, run_dir, iteration, monitor.writer)
+                result = test_during_training(cfg, model, ctx, test_set, run_dir, iteration, monitor.writer)
                 monitor.keep_best(result, saved, iteration)
         data_start = time.perf_counter()
     monitor.close_bar()
 
     test_result = None
     if test_at_end:
-        test_result = test_during_training(cfg, model, ctx, run_dir, iteration, monitor.writer)
+        test_result = test_during_training(cfg, model, ctx, test_set, run_dir, iteration, monitor.writer)
         monitor.keep_best(test_result, checkpoint_path(run_dir, trainer["save_name"], iteration), iteration)
     monitor.close()
     return {"run_dir": run_dir, "iteration": iteration, "history": monitor.history, "test": test_result}
@@ -309,11 +310,11 @@ def save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, itera
     return path
 
 
-def test_during_training(cfg, model, ctx, run_dir: Path, iteration: int, writer) -> dict | None:
+def test_during_training(cfg, model, ctx, test_set, run_dir: Path, iteration: int, writer) -> dict | None:
     """Test the current weights, log the results, and return them (rank 0; None elsewhere)."""
     was_training = model.training
     result = run_test(cfg, model, ctx, output_dir=run_dir / "test" / f"{iteration:05d}", overwrite=True,
-                      progress=False)
+                      progress=False, test_set=test_set)
     if was_training:
         model.train()
         if cfg["trainer_cfg"]["fix_BN"]:
