@@ -50,11 +50,10 @@ def cmd_train(args) -> int:
 
 def cmd_test(args) -> int:
     from .engine import distributed
-    from .engine.checkpoint import checkpoint_path, load_checkpoint, load_model_weights
-    from .engine.inference import place_model, run_test
+    from .engine.checkpoint import checkpoint_path
+    from .engine.inference import load_trained_model, run_test
     from .engine.trainer import run_dir_of
     from .evaluation.report import print_table
-    from .models import create_model
 
     cfg = load(args)
     ev = cfg["evaluator_cfg"]
@@ -67,9 +66,7 @@ def cmd_test(args) -> int:
     else:
         raise ConfigError("no checkpoint: pass --checkpoint PATH or set evaluator_cfg.restore_hint")
     ctx = distributed.init(args.device)
-    model = create_model(cfg["model_cfg"])
-    load_model_weights(model, load_checkpoint(path), strict=ev["restore_ckpt_strict"], where=str(path))
-    place_model(model, ctx.device, cfg["trainer_cfg"].get("channels_last", False))
+    model = load_trained_model(cfg, path, ctx.device, strict=ev["restore_ckpt_strict"])
     output = Path(args.output) if args.output else run_dir_of(cfg, ev["save_name"]) / "test" / path.stem
     result = run_test(cfg, model, ctx, output, overwrite=args.overwrite, progress=not args.quiet)
     if result is not None:
@@ -90,15 +87,10 @@ def cmd_evaluate(args) -> int:
     if args.output:
         write_report(result, args.output, overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(_public(result), indent=2))
+        print(json.dumps(result, indent=2))
     else:
         print(print_table(result))
     return 0
-
-
-def _public(result: dict) -> dict:
-    """The documented JSON shape: protocol, metric, results, per_view (plus any extra keys the protocol adds)."""
-    return {k: v for k, v in result.items() if not k.startswith("_")}
 
 
 def cmd_params(args) -> int:
@@ -135,7 +127,7 @@ def cmd_synth(args) -> int:
                                      ("types", args.types)) if v is not None}
         summary = generate_dataset(args.output, size=args.size, seed=args.seed, raw=args.raw,
                                    progress=not args.quiet, **options)
-        print(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in summary.items()}))
+        print(json.dumps(summary, default=str))
     if not args.output and not args.preview:
         raise ValueError("nothing to do: give --output DIR and/or --preview PNG")
     return 0
@@ -146,7 +138,7 @@ def cmd_pretreat(args) -> int:
 
     summary = pretreat(args.input, args.output, dataset=args.dataset, img_size=args.img_size, workers=args.workers,
                        output_format=args.format, progress=not args.quiet)
-    print(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in summary.items()}, default=str))
+    print(json.dumps(summary, default=str))
     return 0
 
 

@@ -30,7 +30,8 @@ def next_free_dir(parent: Path, prefix: str = "run-") -> Path:
 def run_demo(output: str | None = None, data: str | None = None, iterations: int | None = None,
              progress: bool = True) -> dict:
     from .engine.distributed import init
-    from .engine.inference import place_model, run_test
+    from .engine.checkpoint import checkpoint_path
+    from .engine.inference import load_trained_model, run_test
     from .engine.trainer import train
     from .evaluation.report import print_table
     from .synth import generate_dataset
@@ -51,21 +52,12 @@ def run_demo(output: str | None = None, data: str | None = None, iterations: int
         overrides.append(f"trainer_cfg.total_iter={iterations}")
     cfg = load_config(DEMO_CONFIG, overrides)
     trained = train(cfg, progress=progress, test_at_end=False)
+    # Reload the final checkpoint: what the demo tests is exactly what a user would load.
     ctx = init()
-    model = place_model(_trained_model(trained, cfg), ctx.device, cfg["trainer_cfg"]["channels_last"])
-    result = run_test(cfg, model, ctx, out_dir, progress=progress)
+    checkpoint = checkpoint_path(trained["run_dir"], cfg["trainer_cfg"]["save_name"], trained["iteration"])
+    result = run_test(cfg, load_trained_model(cfg, checkpoint, ctx.device), ctx, out_dir, progress=progress)
     print(print_table(result))
     minutes = (time.perf_counter() - started) / 60
     print(f"demo finished in {minutes:.1f} min; results, features and heatmaps: {out_dir}")
     return result
 
-
-def _trained_model(trained: dict, cfg: dict):
-    """Reload the final checkpoint: what the demo tests is exactly what a user would load."""
-    from .engine.checkpoint import checkpoint_path, load_checkpoint, load_model_weights
-    from .models import create_model
-
-    model = create_model(cfg["model_cfg"])
-    path = checkpoint_path(trained["run_dir"], cfg["trainer_cfg"]["save_name"], trained["iteration"])
-    load_model_weights(model, load_checkpoint(path), where=str(path))
-    return model

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import numpy as np
 import torch
 
 from gaitrec.config import CONFIG_DIR, load_config

@@ -152,6 +152,10 @@ class GaitDataset:
             warnings.warn(f"{folder}: empty sequence folder skipped")
         if skip_bad:
             self._drop_bad()
+        self.relabel()
+
+    def relabel(self) -> None:
+        """Subjects and integer labels of the sequences this dataset holds (after any filtering)."""
         self.subjects = sorted({self.info(i).subject for i in range(len(self))})
         label_of = {s: k for k, s in enumerate(self.subjects)}
         self.labels = np.array([label_of[self.info(i).subject] for i in range(len(self))], dtype=np.int64)
@@ -225,9 +229,7 @@ def remove_probes_without_gallery(dataset: GaitDataset, dataset_name: str) -> in
     if not kept:
         raise ValueError("remove_no_gallery: no test subject has a gallery sequence")
     dataset.indices = kept
-    dataset.subjects = sorted({dataset.info(i).subject for i in range(len(dataset))})
-    label_of = {s: k for k, s in enumerate(dataset.subjects)}
-    dataset.labels = np.array([label_of[dataset.info(i).subject] for i in range(len(dataset))], dtype=np.int64)
+    dataset.relabel()
     if dropped:
         warnings.warn(f"remove_no_gallery: dropped {dropped} test sequence(s) of subjects without a gallery sequence")
     return dropped

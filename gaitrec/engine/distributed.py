@@ -73,7 +73,3 @@ def summary_writer(run_dir: Path, ctx: DistContext):
 
     return SummaryWriter(log_dir=str(Path(run_dir) / "summary"))
 
-
-def barrier(ctx: DistContext) -> None:
-    if ctx.distributed:
-        dist.barrier()

@@ -32,6 +32,17 @@ def place_model(model: torch.nn.Module, device: torch.device, channels_last: boo
     return model
 
 
+def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, strict: bool = True
+                       ) -> torch.nn.Module:
+    """The config's model with a checkpoint's weights (gaitrec's or OpenGait's), placed on ``device``."""
+    from ..models import create_model
+    from .checkpoint import load_checkpoint, load_model_weights
+
+    model = create_model(cfg["model_cfg"])
+    load_model_weights(model, load_checkpoint(checkpoint), strict=strict, where=str(checkpoint))
+    return place_model(model, device, cfg["trainer_cfg"].get("channels_last", False))
+
+
 @torch.no_grad()
 def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg: dict, ctx: DistContext,
                      num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray] | None:

@@ -156,7 +156,6 @@ def render_walk(shape: BodyShape, view: str, placement: Placement, rng: np.rando
 def _plan_artefacts(shape: BodyShape, view: str, placement: Placement, rng: np.random.Generator, frames: int) -> dict:
     """Decide, for every frame, which defects appear where (all random draws happen here, vectorised)."""
     severity = rng.random()  # some recordings are clean, some poor
-    scale = placement.scale
 
     erase: list[list[tuple[tuple[int, int], int]]] = [[] for _ in range(frames)]
 
