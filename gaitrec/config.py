@@ -115,7 +115,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         value = parse_yaml(raw) if raw.strip() else ""
         node = cfg
         for i, key in enumerate(keys[:-1]):
-            node = _step(node, key, ".".join(keys[: i + 1]), create=True)
+            node = _step(node, key, ".".join(keys[: i + 1]))
         last = keys[-1]
         if isinstance(node, list):
             node[_list_index(node, last, dotted)] = value
@@ -130,14 +130,13 @@ def _list_index(node: list, key: str, where: str) -> int:
     return int(key)
 
 
-def _step(node, key: str, where: str, create: bool):
+def _step(node, key: str, where: str):
+    """One level down an override's path; a missing mapping is created."""
     if isinstance(node, list):
         return node[_list_index(node, key, where)]
     if not isinstance(node, dict):
         raise ConfigError(f"override {where!r}: cannot descend into a {type(node).__name__}")
-    if key not in node and create:
-        node[key] = {}
-    return node[key]
+    return node.setdefault(key, {})
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = (), validate_config: bool = True) -> dict:
@@ -221,7 +220,10 @@ def check_kwargs(func, kwargs: dict, where: str, source: str, extra: Iterable[st
 
 def _check_sampler(sampler: dict, where: str, source: str, training: bool):
     _check_keys(sampler, SAMPLER_SCHEMA, where, source)
-    SAMPLERS.get(sampler.get("type", ""))
+    # Training draws P x K batches, testing walks every sequence once: each stage has one sampler.
+    expected = "TripletSampler" if training else "InferenceSampler"
+    if SAMPLERS.get(sampler.get("type", "")) is not SAMPLERS.get(expected):
+        raise ConfigError(f"{source}: {where}.type must be {expected}, got {sampler['type']!r}")
     sample_type = sampler.get("sample_type")
     if sample_type not in SAMPLE_TYPES:
         hint = closest(str(sample_type), SAMPLE_TYPES)

@@ -146,3 +146,8 @@ def test_unknown_protocol_is_caught_at_load_time(tmp_path):
         load_config(write(tmp_path, BASELINE_MODEL + "data_cfg:\n  dataset_name: MyData\n  test_dataset_name: MyData\n"))
     with pytest.raises(ConfigError, match="unknown eval_func 'evaluate_indor_dataset'"):
         load_config(write(tmp_path, BASELINE_MODEL + "evaluator_cfg:\n  eval_func: evaluate_indor_dataset\n"))
+
+
+def test_each_stage_takes_its_own_sampler(tmp_path):
+    with pytest.raises(ConfigError, match="trainer_cfg.sampler.type must be TripletSampler, got 'InferenceSampler'"):
+        load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  sampler:\n    type: InferenceSampler\n"))
