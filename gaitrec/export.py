@@ -30,7 +30,7 @@ FORMATS = ("torchscript", "onnx")
 INPUT_NAME, OUTPUT_NAME = "silhouettes", "embeddings"
 METADATA_FILE = "gaitrec.json"  # the TorchScript extra file holding the metadata
 DEFAULT_FRAME_SIZE = (64, 44)  # OpenGait's standard input: 64x64 frames cut to 44 columns
-DEFAULT_TOLERANCE = 1e-4  # max |exported - pytorch| / max |pytorch|; float32 reorderings stay near 1e-6
+DEFAULT_TOLERANCE = 1e-4  # max |exported - pytorch| / max |pytorch|; float32 reorderings stay below 1e-6
 ONNX_OPSET = 17
 TRACE_SHAPE = (2, 10)  # (N, T) of the example the model is traced with
 CHECK_SHAPES = ((1, 15), (3, 6))  # (N, T) the export is checked at: both differ from the traced shape
@@ -129,10 +129,10 @@ def first_line(err: BaseException) -> str:
 
 def to_torchscript(model: EmbeddingModel, example: torch.Tensor, metadata: dict[str, str]) -> bytes:
     """Trace ``model`` and serialise it with the metadata as the extra file ``gaitrec.json``."""
+    buffer = io.BytesIO()
     with quiet_exporter(), torch.no_grad():
         traced = torch.jit.trace(model, example, check_trace=False)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: json.dumps(metadata, indent=2)})
+        torch.jit.save(traced, buffer, _extra_files={METADATA_FILE: json.dumps(metadata, indent=2)})
     return buffer.getvalue()
 
 
@@ -155,7 +155,8 @@ def to_onnx(model: EmbeddingModel, example: torch.Tensor, metadata: dict[str, st
 def exported_runner(data: bytes, fmt: str):
     """A function running the serialised model on a tensor, or None when the runtime is not installed."""
     if fmt == "torchscript":
-        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
+        with quiet_exporter():
+            loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
         return lambda x: loaded(x)
     try:
         import onnxruntime
@@ -167,6 +168,7 @@ def exported_runner(data: bytes, fmt: str):
 
 def relative_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected| (a scale-free distance between two embeddings)."""
+    actual, expected = actual.detach().float(), expected.detach().float()
     scale = expected.abs().max().clamp(min=1e-12)
     return float((actual - expected).abs().max() / scale)
 
@@ -186,7 +188,7 @@ def check_export(run, model: EmbeddingModel, frame_size: tuple[int, int], min_fr
         if tuple(actual.shape) != tuple(expected.shape):
             differences[f"{n}x{x.size(1)}"] = float("inf")
         else:
-            differences[f"{n}x{x.size(1)}"] = relative_difference(actual.float(), expected.float())
+            differences[f"{n}x{x.size(1)}"] = relative_difference(actual, expected)
     return differences
 
 
@@ -291,5 +293,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         proto = onnx.load(str(path), load_external_data=False)
         return {prop.key: prop.value for prop in proto.metadata_props}
     extra = {METADATA_FILE: ""}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    with quiet_exporter():
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return json.loads(extra[METADATA_FILE])
