@@ -179,16 +179,18 @@ def random_silhouettes(n: int, frames: int, frame_size: tuple[int, int], seed: i
 
 @torch.no_grad()
 def check_export(run, model: EmbeddingModel, frame_size: tuple[int, int], min_frames: int = 1) -> dict[str, float]:
-    """Max relative difference between ``run`` and the PyTorch model at each of CHECK_SHAPES."""
+    """Max relative difference between ``run`` and the PyTorch model at each of CHECK_SHAPES (``"NxT"`` keys);
+    infinite where the exported model fails or gives another shape."""
     differences = {}
     for seed, (n, frames) in enumerate(CHECK_SHAPES, start=1):
         x = random_silhouettes(n, max(frames, min_frames), frame_size, seed)
         expected = model(x)
-        actual = run(x)
-        if tuple(actual.shape) != tuple(expected.shape):
-            differences[f"{n}x{x.size(1)}"] = float("inf")
-        else:
-            differences[f"{n}x{x.size(1)}"] = relative_difference(actual, expected)
+        try:
+            actual = run(x)
+        except Exception:  # any failure of the exported file at a new shape makes the export unfaithful
+            actual = None
+        faithful = actual is not None and tuple(actual.shape) == tuple(expected.shape)
+        differences[f"{n}x{x.size(1)}"] = relative_difference(actual, expected) if faithful else float("inf")
     return differences
 
 
@@ -198,14 +200,13 @@ def export_model(model: nn.Module, out: str | Path, fmt: str, model_name: str,
     """Export ``model`` (a gaitrec model, any weights) to ``out`` in ``fmt``, check it, write it atomically.
 
     Returns a summary: ``out``, ``format``, ``model``, ``frame_size``, ``embedding_shape`` ([C, P]),
-    ``max_relative_difference`` per checked ``NxT`` shape (None when onnxruntime is missing and the ONNX
-    file could not be run), ``checked_with`` and ``seconds``. Raises ExportError when the model cannot be
+    ``max_relative_difference`` per checked ``NxT`` shape, ``checked_with`` (what ran: the file itself, or
+    the TorchScript trace when onnxruntime is missing), ``bytes`` and ``seconds``. Raises ExportError when the model cannot be
     exported in ``fmt`` and ExportMismatchError when the export differs from PyTorch by more than ``tolerance``
     (``out`` is then left untouched).
     """
     out = check_request(out, fmt, overwrite)
     start = time.perf_counter()
-    steps = tqdm(total=3, desc=f"export {fmt}", disable=not progress, dynamic_ncols=True)
     model = EmbeddingModel(model).eval()  # eval on the wrapper: the ONNX exporter restores the wrapper's mode
     min_frames = MIN_FRAMES.get(model_name, 1)
     example = random_silhouettes(TRACE_SHAPE[0], max(TRACE_SHAPE[1], min_frames), frame_size)
@@ -228,30 +229,29 @@ def export_model(model: nn.Module, out: str | Path, fmt: str, model_name: str,
         "gaitrec_version": __version__,
         **(metadata or {}),
     }
-    try:
-        data = (to_torchscript if fmt == "torchscript" else to_onnx)(model, example, info)
-    except RuntimeError as err:  # the exporters' errors (unsupported operators, untraceable code) are RuntimeErrors
-        raise ExportError(f"{model_name} cannot be exported to {fmt}: {first_line(err)}") from None
-    steps.update()
+    with tqdm(total=3, desc=f"export {fmt}", disable=not progress, dynamic_ncols=True) as steps:
+        try:
+            data = (to_torchscript if fmt == "torchscript" else to_onnx)(model, example, info)
+        except RuntimeError as err:  # the exporters' errors (unsupported operators, untraceable code)
+            raise ExportError(f"{model_name} cannot be exported to {fmt}: {first_line(err)}") from None
+        steps.update()
 
-    run = exported_runner(data, fmt)
-    checked_with = "torchscript" if fmt == "torchscript" else "onnxruntime"
-    if run is None:
-        # Without onnxruntime the ONNX file cannot run here; the TorchScript trace the exporter shares
-        # still shows whether the model traces faithfully at other shapes.
-        run = exported_runner(to_torchscript(model, example, info), "torchscript")
-        checked_with = "torchscript trace (onnxruntime not installed: the ONNX file itself was not run)"
-    differences = check_export(run, model, frame_size, min_frames)
-    steps.update()
-    worst = max(differences.values())
-    if not worst <= tolerance:
-        shapes = ", ".join(f"{shape}: {diff:.2e}" for shape, diff in differences.items())
-        raise ExportMismatchError(f"{model_name} exported to {fmt} differs from PyTorch (max relative difference "
-                                  f"{shapes}; tolerance {tolerance:g}); nothing written to {out}. The model's "
-                                  "output probably depends on N or T through Python code a trace cannot record")
-    atomic_write_bytes(out, data)
-    steps.update()
-    steps.close()
+        run = exported_runner(data, fmt)
+        checked_with = "torchscript" if fmt == "torchscript" else "onnxruntime"
+        if run is None:
+            # Without onnxruntime the ONNX file cannot run here; the TorchScript trace the exporter shares
+            # still shows whether the model traces faithfully at other shapes.
+            run = exported_runner(to_torchscript(model, example, info), "torchscript")
+            checked_with = "torchscript trace (onnxruntime not installed: the ONNX file itself was not run)"
+        differences = check_export(run, model, frame_size, min_frames)
+        steps.update()
+        if not max(differences.values()) <= tolerance:
+            shapes = ", ".join(f"N x T = {shape.replace('x', ' x ')}: {diff:.2e}" for shape, diff in differences.items())
+            raise ExportMismatchError(f"{model_name} exported to {fmt} differs from PyTorch (max relative difference "
+                                      f"{shapes}; tolerance {tolerance:g}); nothing written to {out}. The output "
+                                      "probably depends on N or T through Python code a trace cannot record")
+        atomic_write_bytes(out, data)
+        steps.update()
     return {"out": str(out), "format": fmt, "model": model_name, "frame_size": list(frame_size),
             "embedding_shape": [channels, parts], "max_relative_difference": differences,
             "checked_with": checked_with, "bytes": len(data), "seconds": round(time.perf_counter() - start, 2)}

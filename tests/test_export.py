@@ -223,6 +223,16 @@ def test_model_without_onnx_operators_is_refused_for_onnx_only(unexportable_conf
     assert (tmp_path / "out.pt").is_file()
 
 
+def test_onnx_without_onnxruntime_is_checked_through_the_trace(demo, tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    cfg, checkpoint, _ = demo
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    summary = export_checkpoint(cfg, checkpoint, tmp_path / "m.onnx", "onnx", frame_size=FRAME)
+    assert "onnxruntime not installed" in summary["checked_with"]
+    assert max(summary["max_relative_difference"].values()) < TOLERANCE
+    assert read_metadata(tmp_path / "m.onnx")["output_shape"] == "N,128,15"
+
+
 # The command line.
 def test_cli_help_has_description_and_example(capsys):
     with pytest.raises(SystemExit) as exit_info:
