@@ -275,6 +275,7 @@ def test_cli_mismatch_exits_1(unexportable_config, tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--frame-size", "64by44"], "--frame-size '64by44': expected HEIGHTxWIDTH"),
     (["--tolerance", "0"], "--tolerance must be positive"),
+    (["--frame-size", "2x2"], "Baseline does not run on 2x2 frames"),
 ])
 def test_cli_bad_arguments_exit_2(demo, tmp_path, capsys, extra, message):
     _, checkpoint, _ = demo
