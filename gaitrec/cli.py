@@ -112,7 +112,7 @@ def cmd_params(args) -> int:
 def cmd_export(args) -> int:
     """Export a checkpoint's model to TorchScript or ONNX; exit 1 when the export differs from PyTorch."""
     from .export import (DEFAULT_TOLERANCE, INPUT_NAME, OUTPUT_NAME, ExportMismatchError, export_checkpoint,
-                         parse_frame_size)
+                         format_differences, parse_frame_size)
 
     frame_size = parse_frame_size(args.frame_size) if args.frame_size else None
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
@@ -127,13 +127,12 @@ def cmd_export(args) -> int:
         return 1
     h, w = summary["frame_size"]
     c, p = summary["embedding_shape"]
-    differences = ", ".join(f"N x T = {shape.replace('x', ' x ')}: {d:.2e}"
-                            for shape, d in summary["max_relative_difference"].items())
     print(f"{summary['model']} -> {summary['out']} ({summary['format']}, {summary['bytes'] / 1e6:.1f} MB, "
           f"{summary['seconds']:.1f} s)")
     print(f"input '{INPUT_NAME}' [N, T, {h}, {w}] float in [0, 1], output '{OUTPUT_NAME}' [N, {c}, {p}]; "
           f"frame size {h}x{w} from {summary['frame_size_from']}")
-    print(f"max relative difference to PyTorch ({summary['checked_with']}): {differences}")
+    print(f"max relative difference to PyTorch ({summary['checked_with']}): "
+          f"{format_differences(summary['max_relative_difference'])}")
     return 0
 
 

@@ -177,6 +177,11 @@ def random_silhouettes(n: int, frames: int, frame_size: tuple[int, int], seed: i
     return torch.rand(n, frames, *frame_size, generator=torch.Generator().manual_seed(seed))
 
 
+def format_differences(differences: dict[str, float]) -> str:
+    """``{"1x15": 3e-7}`` -> ``"N x T = 1 x 15: 3.00e-07"``."""
+    return ", ".join(f"N x T = {shape.replace('x', ' x ')}: {diff:.2e}" for shape, diff in differences.items())
+
+
 @torch.no_grad()
 def check_export(run, model: EmbeddingModel, frame_size: tuple[int, int], min_frames: int = 1) -> dict[str, float]:
     """Max relative difference between ``run`` and the PyTorch model at each of CHECK_SHAPES (``"NxT"`` keys);
@@ -246,9 +251,8 @@ def export_model(model: nn.Module, out: str | Path, fmt: str, model_name: str,
         differences = check_export(run, model, frame_size, min_frames)
         steps.update()
         if not max(differences.values()) <= tolerance:
-            shapes = ", ".join(f"N x T = {shape.replace('x', ' x ')}: {diff:.2e}" for shape, diff in differences.items())
             raise ExportMismatchError(f"{model_name} exported to {fmt} differs from PyTorch (max relative difference "
-                                      f"{shapes}; tolerance {tolerance:g}); nothing written to {out}. The output "
+                                      f"{format_differences(differences)}; tolerance {tolerance:g}); nothing written to {out}. The output "
                                       "probably depends on N or T through Python code a trace cannot record")
         atomic_write_bytes(out, data)
         steps.update()
