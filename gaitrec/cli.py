@@ -109,6 +109,33 @@ def cmd_params(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Export a checkpoint's model to TorchScript or ONNX; exit 1 when the export differs from PyTorch."""
+    from .export import (DEFAULT_TOLERANCE, INPUT_NAME, OUTPUT_NAME, ExportMismatchError, export_checkpoint,
+                         format_differences, parse_frame_size)
+
+    frame_size = parse_frame_size(args.frame_size) if args.frame_size else None
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
+    if not tolerance > 0:
+        raise ValueError(f"--tolerance must be positive, got {tolerance}")
+    cfg = load(args)
+    try:
+        summary = export_checkpoint(cfg, args.checkpoint, args.out, args.format, frame_size=frame_size,
+                                    overwrite=args.overwrite, tolerance=tolerance, progress=not args.quiet)
+    except ExportMismatchError as err:
+        print(f"gaitrec export: error: {err}", file=sys.stderr)
+        return 1
+    h, w = summary["frame_size"]
+    c, p = summary["embedding_shape"]
+    print(f"{summary['model']} -> {summary['out']} ({summary['format']}, {summary['bytes'] / 1e6:.1f} MB, "
+          f"{summary['seconds']:.1f} s)")
+    print(f"input '{INPUT_NAME}' [N, T, {h}, {w}] float in [0, 1], output '{OUTPUT_NAME}' [N, {c}, {p}]; "
+          f"frame size {h}x{w} from {summary['frame_size_from']}")
+    print(f"max relative difference to PyTorch ({summary['checked_with']}): "
+          f"{format_differences(summary['max_relative_difference'])}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -208,6 +235,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--json", action="store_true", help='print {"model": name, "params": count}')
     p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser(
+        "export", help="export a trained model to TorchScript or ONNX (silhouettes in, embeddings out)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export the config's model with a checkpoint's weights. The exported model takes "
+                    "'silhouettes' [N, T, H, W] float32 in [0, 1] (N and T dynamic) and returns 'embeddings' "
+                    "[N, C, P]: one sequence per batch row, eval mode. Before OUT is written the export is run "
+                    "at two (N, T) shapes and compared with PyTorch (exit 1 if it differs by more than "
+                    "--tolerance). Metadata (input/output names and shapes, model, config hash) is stored in "
+                    "the file: ONNX metadata_props, TorchScript extra file gaitrec.json.",
+        epilog="example:\n  gaitrec export configs/gaitgl/gaitgl.yaml --checkpoint GaitGL-80000.pt "
+               "--format onnx gaitgl.onnx\n\nONNX needs the optional packages: pip install 'gaitrec[onnx]'")
+    add_config_args(p)
+    p.add_argument("out", metavar="OUT", help="file to write (refused if it exists, unless --overwrite)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (gaitrec or OpenGait)")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx"], help="export format")
+    p.add_argument("--frame-size", metavar="HxW", help="input height x width (default: a sequence of the config's "
+                   "dataset through the evaluator transform if the dataset is here, else 64x44)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="largest accepted max relative difference to PyTorch (default 1e-4)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="generate SynthGait, train a small model, test it and print the table")
     p.add_argument("--output", help="directory for the demo's results (default: a new demo-output/run-N)")
