@@ -35,6 +35,9 @@ DATA = Path(__file__).parent / "data"
 REFERENCE = json.loads((DATA / "opengait_reference.json").read_text())
 MODEL_CFGS = REFERENCE["model_cfg"]
 TOLERANCE = 1e-5  # of the largest reference value
+# Training mode normalises by the statistics of a 2-sequence batch, which amplifies summation-order noise: with
+# one intra-op thread DeepGaitV2-p3d lands at 1.1e-5 (2.9e-6 with two), so the thread count must not decide.
+TRAINING_TOLERANCE = 5e-5
 
 
 @lru_cache(maxsize=None)
@@ -91,4 +94,4 @@ def test_training_outputs_match_opengait(name):
             if name == "GLN-2" and key == "logits":
                 ref = ref.transpose(1, 2)  # OpenGait's GLN logits are [n, 1, classes]; gaitrec's are [n, classes, p]
             assert actual.shape == ref.shape, f"{prefix}/{key}"
-            assert relative_difference(actual, ref) < TOLERANCE, f"{prefix}/{key}"
+            assert relative_difference(actual, ref) < TRAINING_TOLERANCE, f"{prefix}/{key}"
