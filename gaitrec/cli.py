@@ -177,14 +177,18 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     add_device_arg(p)
 
 
-def load_embedder(args):
-    """The model of --config/--checkpoint, or the default one when neither is given."""
-    from .embed import Embedder
-
+def check_model_args(args) -> None:
     if bool(args.config) != bool(args.checkpoint):
         raise ValueError("--config and --checkpoint go together: give both, or neither for the default model")
     if args.overrides and not args.config:
         raise ValueError("--set applies to --config; the default model takes no overrides")
+
+
+def load_embedder(args):
+    """The model of --config/--checkpoint, or the default one when neither is given."""
+    from .embed import Embedder
+
+    check_model_args(args)
     if args.config:
         return Embedder.from_files(args.config, args.checkpoint, args.device, args.overrides)
     return Embedder.default(args.device)
@@ -210,6 +214,7 @@ def cmd_enroll(args) -> int:
     from .sources import one_person_per_video
 
     check_name(args.name)
+    check_model_args(args)
     path = Path(args.gallery)
     gallery_frame_size = None
     if path.exists():  # a file that is not a gallery, or one of another model, fails before any work
@@ -238,6 +243,7 @@ def cmd_enroll(args) -> int:
 def cmd_identify(args) -> int:
     from .gallery import Gallery, default_threshold, identify
 
+    check_model_args(args)
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
     if args.threshold is not None and not (args.threshold >= 0 and args.threshold != float("inf")):
