@@ -216,18 +216,15 @@ def cmd_enroll(args) -> int:
     check_name(args.name)
     check_model_args(args)
     path = Path(args.gallery)
-    gallery_frame_size = None
+    recorded = None
     if path.exists():  # a file that is not a gallery, or one of another model, fails before any work
         with Gallery.open(path) as gallery:
-            gallery_frame_size = gallery.model.frame_size
-            recorded = gallery.model.identity
+            recorded = gallery.model
     sequences = one_person_per_video(read_sources(args.sources, not args.quiet), longest=args.longest)
     embedder = load_embedder(args)
-    if gallery_frame_size is not None:
-        if embedder.identity != recorded:
-            raise ValueError(f"{path} was enrolled with model {recorded}, not {embedder.identity}; use the config "
-                             "and checkpoint it was built with, or another gallery")
-        match_frame_size(embedder, gallery_frame_size, str(path))
+    if recorded is not None:
+        recorded.require(embedder.identity, path)
+        match_frame_size(embedder, recorded.frame_size, str(path))
     else:
         match_frame_size(embedder, sequences[0].frames.shape[1:], sequences[0].label)
     embeddings = embedder.embed_batch([s.frames for s in sequences], [s.label for s in sequences],

@@ -91,6 +91,12 @@ class ModelRecord:
     embedding_shape: tuple[int, int]
     frame_size: tuple[int, int]
 
+    def require(self, identity: str, where: str | Path) -> None:
+        """Refuse another model than this one: its embeddings mean something else."""
+        if identity != self.identity:
+            raise ValueError(f"{where} was enrolled with model {self.identity}, not {identity}; use the config "
+                             "and checkpoint it was built with, or another gallery")
+
 
 @dataclass
 class Person:
@@ -188,10 +194,8 @@ class Gallery:
         return ModelRecord(meta["model_identity"], config, shape, frame_size)
 
     def check_model(self, identity: str) -> None:
-        """Refuse a model other than the one the gallery was built with: its embeddings mean something else."""
-        if identity != self.model.identity:
-            raise ValueError(f"{self.path} was enrolled with model {self.model.identity}, not {identity}; "
-                             "use the config and checkpoint it was built with, or another gallery")
+        """Refuse a model other than the one the gallery was built with."""
+        self.model.require(identity, self.path)
 
     @property
     def metric(self) -> str:
@@ -385,11 +389,11 @@ class _WriteTransaction:
 
 def _connect(path: Path, timeout: float) -> sqlite3.Connection:
     """A connection to an existing file (``mode=rw`` never creates one) in autocommit mode: transactions are
-    explicit. Schema code is not trusted: functions with side effects cannot run from views or triggers."""
+    explicit. Schema code is not trusted: functions with side effects cannot run from views or triggers.
+    ``timeout`` is SQLite's busy timeout: how long a writer waits for another one to finish."""
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=timeout, isolation_level=None)
     try:
         db.execute("PRAGMA trusted_schema = OFF")
-        db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     except sqlite3.DatabaseError:
         db.close()
         raise
