@@ -203,6 +203,13 @@ def match_frame_size(embedder, frame_size, where: str) -> None:
     embedder.frame_size = frame_size
 
 
+def check_sources_exist(sources: list[str]) -> None:
+    """Fail on a mistyped path before loading a model or reading a video."""
+    for source in sources:
+        if not Path(source).exists():
+            raise FileNotFoundError(f"source not found: {source}")
+
+
 def read_sources(sources: list[str], progress: bool) -> list:
     from .sources import sequences_from_source
 
@@ -220,12 +227,13 @@ def cmd_enroll(args) -> int:
     if path.exists():  # a file that is not a gallery, or one of another model, fails before any work
         with Gallery.open(path) as gallery:
             recorded = gallery.model
-    sequences = one_person_per_video(read_sources(args.sources, not args.quiet), longest=args.longest)
+    check_sources_exist(args.sources)
     embedder = load_embedder(args)
     if recorded is not None:
         recorded.require(embedder.identity, path)
         match_frame_size(embedder, recorded.frame_size, str(path))
-    else:
+    sequences = one_person_per_video(read_sources(args.sources, not args.quiet), longest=args.longest)
+    if recorded is None:
         match_frame_size(embedder, sequences[0].frames.shape[1:], sequences[0].label)
     embeddings = embedder.embed_batch([s.frames for s in sequences], [s.label for s in sequences],
                                       progress=not args.quiet)
@@ -248,6 +256,7 @@ def cmd_identify(args) -> int:
     with Gallery.open(args.gallery) as gallery:
         if not gallery.people():
             raise ValueError(f"{args.gallery}: the gallery is empty; enrol someone first")
+        check_sources_exist(args.sources)
         embedder = load_embedder(args)
         gallery.check_model(embedder.identity)
         match_frame_size(embedder, gallery.model.frame_size, args.gallery)
