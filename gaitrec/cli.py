@@ -238,7 +238,8 @@ def cmd_enroll(args) -> int:
     embeddings = embedder.embed_batch([s.frames for s in sequences], [s.label for s in sequences],
                                       progress=not args.quiet)
     records = [EnrolledSequence(s.source, s.track, len(s.frames), e) for s, e in zip(sequences, embeddings)]
-    model = ModelRecord(embedder.identity, embedder.model_config, tuple(embeddings.shape[1:]), embedder.frame_size)
+    model = ModelRecord(embedder.identity, embedder.model_config, tuple(embeddings.shape[1:]), embedder.frame_size,
+                        str(embedder.checkpoint.resolve()))
     total = enroll(path, args.name, records, model)
     print(f"enrolled {args.name}: {len(records)} sequence(s) added, {total} in all; gallery {path} "
           f"(model {embedder.identity})")

@@ -4,7 +4,7 @@ Schema (version 1; ``PRAGMA application_id`` marks the file as a gaitrec gallery
 holds the schema version):
 
 - ``meta(key, value)``: ``model_identity`` and ``model_config`` (JSON) of the model every embedding came
-  from, ``embedding_shape`` ``[C, P]``, ``frame_size`` ``[H, W]``, ``created``, and ``nearest_pair``
+  from, ``embedding_shape`` ``[C, P]``, ``frame_size`` ``[H, W]``, ``created``, ``checkpoint`` (informative), and ``nearest_pair``
   (JSON ``{"distance", "names"}``, the calibration of the default threshold, kept up to date by every
   write). The first enrolment sets them; a gallery never mixes models.
 - ``people(id, name, created)``.
@@ -90,12 +90,14 @@ class ModelRecord:
     config: dict
     embedding_shape: tuple[int, int]
     frame_size: tuple[int, int]
+    checkpoint: str | None = None  # where the first enrolment's weights came from, to tell the user
 
     def require(self, identity: str, where: str | Path) -> None:
         """Refuse another model than this one: its embeddings mean something else."""
         if identity != self.identity:
-            raise ValueError(f"{where} was enrolled with model {self.identity}, not {identity}; use the config "
-                             "and checkpoint it was built with, or another gallery")
+            origin = f" (checkpoint {self.checkpoint})" if self.checkpoint else ""
+            raise ValueError(f"{where} was enrolled with model {self.identity}{origin}, not {identity}; use the "
+                             "config and checkpoint it was built with, or another gallery")
 
 
 @dataclass
@@ -161,7 +163,7 @@ class Gallery:
             return cls(path, db, timeout)
         except sqlite3.DatabaseError as err:
             db.close()
-            raise ValueError(f"{path}: not a gaitrec gallery ({err})") from None
+            raise ValueError(f"{path}: not a gaitrec gallery, or a damaged one ({err})") from None
         except BaseException:
             db.close()
             raise
@@ -191,7 +193,7 @@ class Gallery:
             raise ValueError(f"{self.path}: damaged gallery metadata ({err})") from None
         if not isinstance(config, dict) or len(shape) != 2 or len(frame_size) != 2 or min(shape + frame_size) < 1:
             raise ValueError(f"{self.path}: damaged gallery metadata (model config, embedding shape or frame size)")
-        return ModelRecord(meta["model_identity"], config, shape, frame_size)
+        return ModelRecord(meta["model_identity"], config, shape, frame_size, meta.get("checkpoint"))
 
     def check_model(self, identity: str) -> None:
         """Refuse a model other than the one the gallery was built with."""
@@ -444,6 +446,8 @@ def _new_gallery(path: Path, model: ModelRecord) -> sqlite3.Connection:
     meta = {"model_identity": model.identity, "model_config": json.dumps(model.config, sort_keys=True),
             "embedding_shape": json.dumps(list(model.embedding_shape)), "frame_size": json.dumps(list(model.frame_size)),
             "created": _now()}
+    if model.checkpoint:
+        meta["checkpoint"] = str(model.checkpoint)
     db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

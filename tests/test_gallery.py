@@ -208,7 +208,7 @@ def test_gallery_of_another_model_is_refused(tiny, enrolled, capsys):
                           *model_args(tiny, tiny.other))
     recorded = Gallery.open(enrolled).model.identity
     other = Embedder(tiny.cfg, tiny.other, "cpu").identity
-    assert recorded in line and other in line
+    assert recorded in line and other in line and str(tiny.checkpoint) in line
     line = one_line_error(capsys, "identify", enrolled, walk(tiny, "001", "nm-03"), *model_args(tiny, tiny.other))
     assert recorded in line and other in line
     assert checksum(enrolled) == before
