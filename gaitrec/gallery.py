@@ -527,7 +527,8 @@ def identify(gallery: Gallery, embeddings: np.ndarray, top_k: int = 5, threshold
     if threshold is None:
         threshold = default_threshold(gallery)
     people = sorted(set(names))
-    owner = torch.tensor([people.index(n) for n in names])
+    column = {name: i for i, name in enumerate(people)}
+    owner = torch.tensor([column[n] for n in names])
     k = min(top_k, len(people))
     results = []
     for _, block in distance_blocks(queries, gallery_embeddings, gallery.metric, device="cpu"):
