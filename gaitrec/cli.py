@@ -247,7 +247,7 @@ def cmd_enroll(args) -> int:
 
 
 def cmd_identify(args) -> int:
-    from .gallery import Gallery, default_threshold, identify
+    from .gallery import Gallery, identify
 
     check_model_args(args)
     if args.top_k < 1:
@@ -267,9 +267,10 @@ def cmd_identify(args) -> int:
         if args.threshold is not None:
             threshold, origin = args.threshold, "--threshold"
         else:
-            threshold, pair = default_threshold(gallery), gallery.nearest_pair()
+            pair = gallery.nearest_pair()  # what identify() would use: the default threshold, with its origin
+            threshold = None if pair is None else pair[0]
             origin = None if pair is None else f"distance between the closest enrolled people, {' and '.join(pair[1])}"
-            if threshold is None:
+            if pair is None:
                 warnings.warn("one person enrolled: no threshold can be calibrated, so every query is given the "
                               "nearest name; pass --threshold to reject strangers")
         results = identify(gallery, embeddings, top_k=args.top_k, threshold=threshold)

@@ -4,9 +4,9 @@ Schema (version 1; ``PRAGMA application_id`` marks the file as a gaitrec gallery
 holds the schema version):
 
 - ``meta(key, value)``: ``model_identity`` and ``model_config`` (JSON) of the model every embedding came
-  from, ``embedding_shape`` ``[C, P]``, ``frame_size`` ``[H, W]``, ``created``, ``checkpoint`` (informative), and ``nearest_pair``
-  (JSON ``{"distance", "names"}``, the calibration of the default threshold, kept up to date by every
-  write). The first enrolment sets them; a gallery never mixes models.
+  from, ``embedding_shape`` ``[C, P]``, ``frame_size`` ``[H, W]``, ``created``, ``checkpoint`` (for
+  messages only), and ``nearest_pair`` (JSON ``{"distance", "names"}``, the calibration of the default
+  threshold, kept up to date by every write). The first enrolment sets them; a gallery never mixes models.
 - ``people(id, name, created)``.
 - ``sequences(id, person_id, source, track, frames, channels, parts, embedding, created)``: one row per
   enrolled sequence; ``embedding`` is float32 little-endian ``[channels, parts]``. Enrolling a name again
@@ -31,6 +31,7 @@ import re
 import sqlite3
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,8 +239,9 @@ class Gallery:
     def embeddings(self) -> tuple[list[str], np.ndarray]:
         """The owner's name of every sequence and the embeddings ``[N, C, P]``."""
         rows = self.sequences()
-        shape = (0, *self.model.embedding_shape)
-        return [r["name"] for r in rows], (np.stack([r["embedding"] for r in rows]) if rows else np.zeros(shape, np.float32))
+        if not rows:
+            return [], np.zeros((0, *self.model.embedding_shape), np.float32)
+        return [r["name"] for r in rows], np.stack([r["embedding"] for r in rows])
 
     def nearest_pair(self) -> tuple[float, list[str]] | None:
         """The two closest different enrolled people and their distance; None with fewer than two people."""
@@ -248,6 +250,18 @@ class Gallery:
             return None
         data = json.loads(value)
         return float(data["distance"]), list(data["names"])
+
+    @contextmanager
+    def snapshot(self):
+        """Reads inside see one committed state of the gallery, whatever a writer commits meanwhile."""
+        if self.db.in_transaction:  # already inside one (e.g. a write): that is the snapshot
+            yield self
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self.db.execute("COMMIT")
 
     # -- writing --------------------------------------------------------------------------------------
 
@@ -345,14 +359,16 @@ class Gallery:
             raise ValueError(f"{out}: export format is chosen by the suffix, one of {', '.join(EXPORT_FORMATS)}")
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} already exists; choose another name or pass --overwrite")
-        rows = self.sequences()
+        with self.snapshot():
+            rows = self.sequences()
         if out.suffix.lower() == ".npz":
             buffer = io.BytesIO()
             np.savez(buffer, names=np.array([r["name"] for r in rows], dtype=str),
                      sources=np.array([r["source"] for r in rows], dtype=str),
                      tracks=np.array([-1 if r["track"] is None else r["track"] for r in rows], dtype=np.int64),
                      frames=np.array([r["frames"] for r in rows], dtype=np.int64),
-                     embeddings=self.embeddings()[1], model_identity=np.array(self.model.identity),
+                     embeddings=np.stack([r["embedding"] for r in rows]) if rows else
+                     np.zeros((0, *self.model.embedding_shape), np.float32), model_identity=np.array(self.model.identity),
                      model_config=np.array(json.dumps(self.model.config, sort_keys=True)))
             data = buffer.getvalue()
         else:
@@ -517,15 +533,16 @@ def identify(gallery: Gallery, embeddings: np.ndarray, top_k: int = 5, threshold
     fewer than two people are enrolled)."""
     if top_k < 1:
         raise ValueError(f"top-k must be at least 1, got {top_k}")
-    names, gallery_embeddings = gallery.embeddings()
+    with gallery.snapshot():
+        names, gallery_embeddings = gallery.embeddings()
+        if threshold is None:
+            threshold = default_threshold(gallery)
     if not names:
         raise ValueError(f"{gallery.path}: the gallery is empty; enrol someone first")
     queries = np.asarray(embeddings, dtype=np.float32)
     if queries.ndim != 3 or tuple(queries.shape[1:]) != gallery.model.embedding_shape:
         raise ValueError(f"query embeddings must be [Q, {', '.join(map(str, gallery.model.embedding_shape))}], got "
                          f"{list(queries.shape)}")
-    if threshold is None:
-        threshold = default_threshold(gallery)
     people = sorted(set(names))
     column = {name: i for i, name in enumerate(people)}
     owner = torch.tensor([column[n] for n in names])
