@@ -261,6 +261,14 @@ def test_video_sources_enrol_one_person(tiny, tmp_path, capsys, monkeypatch):
     assert [(q["source"], q["track"]) for q in queries] == [(str(video), 2), (str(video), 4)]
     with Gallery.open(gallery) as g:
         assert g.db.execute("SELECT track, frames FROM sequences").fetchall() == [(2, len(frames))]
+    # A folder of frame images is a video too; a folder of .pkl sequences is not.
+    images = tmp_path / "frames"
+    images.mkdir()
+    (images / "000001.png").write_bytes(b"\x89PNG")
+    from gaitrec.sources import sequences_from_source
+
+    assert [(s.source, s.track) for s in sequences_from_source(images)] == [(str(images), 2), (str(images), 4)]
+    assert [s.track for s in sequences_from_source(tiny.data / "001")] == [None] * 4
 
 
 def test_list_remove_export(tiny, enrolled, tmp_path, capsys):
