@@ -306,8 +306,8 @@ def cmd_gallery(args) -> int:
             count = gallery.remove(args.name)
             print(f"removed {args.name} ({count} sequence(s)) from {args.gallery}")
         else:
-            out = gallery.export(args.output, overwrite=args.overwrite)
-            print(f"exported {len(gallery.sequences())} sequence(s) to {out}")
+            count = gallery.export(args.output, overwrite=args.overwrite)
+            print(f"exported {count} sequence(s) to {args.output}")
     return 0
 
 

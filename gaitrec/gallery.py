@@ -348,12 +348,13 @@ class Gallery:
 
     # -- export ---------------------------------------------------------------------------------------
 
-    def export(self, out: str | Path, overwrite: bool = False) -> Path:
+    def export(self, out: str | Path, overwrite: bool = False) -> int:
         """Write every sequence's name, source, track, frames and embedding to ``out``: ``.npz`` (arrays
         ``names``, ``sources`` (strings), ``tracks`` (-1: none), ``frames``, ``embeddings`` float32
         ``[N, C, P]``, ``model_identity``, ``model_config`` (JSON string); no pickled objects) or ``.json``
         (``{"model", "model_config", "metric", "sequences": [{"name", "source", "track", "frames",
-        "created", "embedding": [[...]]}]}``). Written atomically; an existing file needs ``overwrite``."""
+        "created", "embedding": [[...]]}]}``). Written atomically; an existing file needs ``overwrite``.
+        Returns the number of sequences written."""
         out = Path(out)
         if out.suffix.lower() not in EXPORT_FORMATS:
             raise ValueError(f"{out}: export format is chosen by the suffix, one of {', '.join(EXPORT_FORMATS)}")
@@ -378,7 +379,7 @@ class Gallery:
                                "embedding": r["embedding"].tolist()} for r in rows],
             }).encode()
         atomic_write_bytes(out, data)
-        return out
+        return len(rows)
 
 
 class _WriteTransaction:
