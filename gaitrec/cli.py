@@ -196,6 +196,148 @@ def cmd_data_info(args) -> int:
     return 0
 
 
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="config of the model (with --checkpoint; default: the model shipped with gaitrec)")
+    p.add_argument("--checkpoint", help="checkpoint of the model (with --config)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of --config (repeatable)")
+    add_device_arg(p)
+
+
+def check_model_args(args) -> None:
+    if bool(args.config) != bool(args.checkpoint):
+        raise ValueError("--config and --checkpoint go together: give both, or neither for the default model")
+    if args.overrides and not args.config:
+        raise ValueError("--set applies to --config; the default model takes no overrides")
+
+
+def load_embedder(args):
+    """The model of --config/--checkpoint, or the default one when neither is given."""
+    from .embed import Embedder
+
+    check_model_args(args)
+    if args.config:
+        return Embedder.from_files(args.config, args.checkpoint, args.device, args.overrides)
+    return Embedder.default(args.device)
+
+
+def match_frame_size(embedder, frame_size, where: str) -> None:
+    """Sequences of one gallery share one frame size: the embedder refuses any other."""
+    frame_size = tuple(frame_size)
+    if embedder.frame_size is not None and embedder.frame_size != frame_size:
+        raise ValueError(f"{where} holds {frame_size[0]}x{frame_size[1]} sequences but the model takes "
+                         f"{embedder.frame_size[0]}x{embedder.frame_size[1]}")
+    embedder.frame_size = frame_size
+
+
+def check_sources_exist(sources: list[str]) -> None:
+    """Fail on a mistyped path before loading a model or reading a video."""
+    for source in sources:
+        if not Path(source).exists():
+            raise FileNotFoundError(f"source not found: {source}")
+
+
+def read_sources(sources: list[str], progress: bool) -> list:
+    from .sources import sequences_from_source
+
+    return [seq for source in sources for seq in sequences_from_source(source, progress=progress)]
+
+
+def cmd_enroll(args) -> int:
+    from .gallery import EnrolledSequence, Gallery, ModelRecord, check_name, enroll
+    from .sources import one_person_per_video
+
+    check_name(args.name)
+    check_model_args(args)
+    path = Path(args.gallery)
+    recorded = None
+    if path.exists():  # a file that is not a gallery, or one of another model, fails before any work
+        with Gallery.open(path) as gallery:
+            recorded = gallery.model
+    check_sources_exist(args.sources)
+    embedder = load_embedder(args)
+    if recorded is not None:
+        recorded.require(embedder.identity, path)
+        match_frame_size(embedder, recorded.frame_size, str(path))
+    sequences = one_person_per_video(read_sources(args.sources, not args.quiet), longest=args.longest)
+    if recorded is None:
+        match_frame_size(embedder, sequences[0].frames.shape[1:], sequences[0].label)
+    embeddings = embedder.embed_batch([s.frames for s in sequences], [s.label for s in sequences],
+                                      progress=not args.quiet)
+    records = [EnrolledSequence(s.source, s.track, len(s.frames), e) for s, e in zip(sequences, embeddings)]
+    model = ModelRecord(embedder.identity, embedder.model_config, tuple(embeddings.shape[1:]), embedder.frame_size,
+                        str(embedder.checkpoint.resolve()))
+    total = enroll(path, args.name, records, model)
+    print(f"enrolled {args.name}: {len(records)} sequence(s) added, {total} in all; gallery {path} "
+          f"(model {embedder.identity})")
+    return 0
+
+
+def cmd_identify(args) -> int:
+    from .gallery import Gallery, identify
+
+    check_model_args(args)
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.threshold is not None and not (args.threshold >= 0 and args.threshold != float("inf")):
+        raise ValueError(f"--threshold must be a finite distance >= 0, got {args.threshold}")
+    with Gallery.open(args.gallery) as gallery:
+        if not gallery.people():
+            raise ValueError(f"{args.gallery}: the gallery is empty; enrol someone first")
+        check_sources_exist(args.sources)
+        embedder = load_embedder(args)
+        gallery.check_model(embedder.identity)
+        match_frame_size(embedder, gallery.model.frame_size, args.gallery)
+        sequences = read_sources(args.sources, not args.quiet)
+        embeddings = embedder.embed_batch([s.frames for s in sequences], [s.label for s in sequences],
+                                          progress=not args.quiet)
+        if args.threshold is not None:
+            threshold, origin = args.threshold, "--threshold"
+        else:
+            pair = gallery.nearest_pair()  # what identify() would use: the default threshold, with its origin
+            threshold = None if pair is None else pair[0]
+            origin = None if pair is None else f"distance between the closest enrolled people, {' and '.join(pair[1])}"
+            if pair is None:
+                warnings.warn("one person enrolled: no threshold can be calibrated, so every query is given the "
+                              "nearest name; pass --threshold to reject strangers")
+        results = identify(gallery, embeddings, top_k=args.top_k, threshold=threshold)
+    queries = [{"source": s.source, "track": s.track,
+                "matches": [{"name": m.name, "distance": round(m.distance, 6)} for m in r.matches],
+                "decision": r.decision} for s, r in zip(sequences, results)]
+    if args.json:
+        print(json.dumps({"model": embedder.identity, "threshold": threshold, "threshold_origin": origin,
+                          "queries": queries}, indent=2))
+        return 0
+    print(f"threshold: {'none' if threshold is None else f'{threshold:.4f}'}" + (f" ({origin})" if origin else ""))
+    for s, q in zip(sequences, queries):
+        ranked = ", ".join(f"{m['name']} {m['distance']:.4f}" for m in q["matches"])
+        print(f"{s.label}: {q['decision']}  [{ranked}]")
+    return 0
+
+
+def cmd_gallery(args) -> int:
+    from .gallery import Gallery
+
+    with Gallery.open(args.gallery) as gallery:
+        if args.gallery_command == "list":
+            people = gallery.people()
+            if args.json:
+                print(json.dumps({"model": gallery.model.identity, "people": [
+                    {"name": p.name, "sequences": p.sequences, "sources": p.sources} for p in people]}, indent=2))
+                return 0
+            print(f"model {gallery.model.identity}, {len(people)} people, "
+                  f"{sum(p.sequences for p in people)} sequences")
+            for p in people:
+                print(f"{p.name}\t{p.sequences}\t{', '.join(p.sources)}")
+        elif args.gallery_command == "remove":
+            count = gallery.remove(args.name)
+            print(f"removed {args.name} ({count} sequence(s)) from {args.gallery}")
+        else:
+            count = gallery.export(args.output, overwrite=args.overwrite)
+            print(f"exported {count} sequence(s) to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gaitrec", description="Gait recognition: train, test and evaluate "
                                      "OpenGait-compatible models.")
@@ -309,6 +451,57 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--sheet", help="write a contact sheet PNG of random sequences")
     q.add_argument("--json", action="store_true", help="print as JSON")
     q.set_defaults(func=cmd_data_info)
+
+    model_note = ("Without --config/--checkpoint the model shipped with gaitrec is used. SOURCE: a pretreated "
+                  ".pkl sequence, a folder of them, or a video (file, or folder of frames).")
+    p = sub.add_parser("enroll", help="add a person's sequences to a gallery (created if missing)",
+                       description="Embed SOURCE(s) and store them under NAME in GALLERY (SQLite; created on the "
+                       "first enrolment, which also fixes the gallery's model). " + model_note,
+                       epilog="example: gaitrec enroll people.db alice walks/alice/ --config cfg.yaml "
+                       "--checkpoint model.pt")
+    p.add_argument("gallery", metavar="GALLERY", help="gallery file (SQLite)")
+    p.add_argument("name", metavar="NAME", help="the person's name")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="sequences of this person")
+    add_model_args(p)
+    p.add_argument("--longest", action="store_true",
+                   help="from a video with several people, enrol the longest track (default: refuse such a video)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("identify", help="name the people walking in sequences or videos",
+                       description="For each sequence (or tracked person) of SOURCE(s): the nearest enrolled "
+                       "people with distances, and a decision, the nearest name or 'unknown' beyond the "
+                       "threshold. The default threshold is the distance between the two closest different "
+                       "people of the gallery. The model must be the gallery's. " + model_note,
+                       epilog="example: gaitrec identify people.db clip.pkl --top-k 3 --json --config cfg.yaml "
+                       "--checkpoint model.pt")
+    p.add_argument("gallery", metavar="GALLERY", help="gallery file (SQLite)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="sequences to identify")
+    p.add_argument("--top-k", type=int, default=5, help="names listed per query (default: 5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="largest distance accepted as a match (default: calibrated from the gallery)")
+    p.add_argument("--json", action="store_true",
+                   help='print {"model", "threshold", "queries": [{"source", "track", "matches": [{"name", '
+                   '"distance"}], "decision"}]}')
+    add_model_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("gallery", help="list, remove or export the people of a gallery",
+                       description="Inspect and edit a gallery made by gaitrec enroll.",
+                       epilog="examples: gaitrec gallery people.db list; gaitrec gallery people.db remove alice; "
+                       "gaitrec gallery people.db export people.npz")
+    p.add_argument("gallery", metavar="GALLERY", help="gallery file (SQLite)")
+    gallery_sub = p.add_subparsers(dest="gallery_command", metavar="SUBCOMMAND", required=True)
+    q = gallery_sub.add_parser("list", help="names with their sequence counts and sources")
+    q.add_argument("--json", action="store_true", help='print {"model", "people": [{"name", "sequences", "sources"}]}')
+    q = gallery_sub.add_parser("remove", help="remove a person and all their sequences")
+    q.add_argument("name", metavar="NAME")
+    q = gallery_sub.add_parser("export", help="write names and embeddings to .npz (arrays) or .json")
+    q.add_argument("output", metavar="OUT", help="OUT.npz (names, sources, tracks, frames, embeddings [N, C, P], model_identity, "
+                   "model_config) or OUT.json")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=cmd_gallery)
     return parser
 
 

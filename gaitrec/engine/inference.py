@@ -44,6 +44,16 @@ def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, 
 
 
 @torch.no_grad()
+def embed_batch(model: torch.nn.Module, batch: dict, evaluator_cfg: dict, device: torch.device) -> np.ndarray:
+    """Float32 embeddings [n, c, p] of one batch built by ``SequenceCollator``, with the evaluator's precision
+    (fp16 autocast on CUDA when ``enable_float16``); the model must already be in eval mode."""
+    use_amp = evaluator_cfg.get("enable_float16", False) and device.type == "cuda"
+    with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
+        out = model(batch["sils"].to(device, non_blocking=True), batch["seq_lengths"])
+    return out["embeddings"].float().cpu().numpy()
+
+
+@torch.no_grad()
 def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg: dict, ctx: DistContext,
                      num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray] | None:
     """Embeddings of every sequence of ``dataset`` in dataset order; under distribution each rank embeds a
@@ -53,14 +63,10 @@ def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg
     collator = SequenceCollator(sampler_cfg, evaluator_cfg["transform"], seed=0)
     loader = torch.utils.data.DataLoader(SequenceReader(dataset), batch_sampler=sampler, collate_fn=collator,
                                          num_workers=num_workers)
-    use_amp = evaluator_cfg.get("enable_float16", False) and ctx.device.type == "cuda"
     model.eval()
     indices, chunks = [], []
     for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0, dynamic_ncols=True):
-        autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
-        with autocast:
-            out = model(batch["sils"].to(ctx.device, non_blocking=True), batch["seq_lengths"])
-        chunks.append(out["embeddings"].float().cpu().numpy())
+        chunks.append(embed_batch(model, batch, evaluator_cfg, ctx.device))
         indices.extend(batch["indices"])
     embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0, 0), np.float32)
     order = np.asarray(indices, dtype=np.int64)
