@@ -22,6 +22,7 @@ CONFIG = CONFIG_DIR / "default_model.yaml"
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 # SynthGait at the 64x64 size `gaitrec extract` writes; another seed than the demo's.
 TRAINING_DATA = {"subjects": 100, "frames": 30, "size": 64, "seed": 1}
+FRAME_SIZE = (TRAINING_DATA["size"], TRAINING_DATA["size"])  # pretreated frames it takes, before the evaluator's cut
 
 
 def build(output: str | Path = WEIGHTS, data: str | Path | None = None, work: str | Path | None = None,

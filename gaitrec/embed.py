@@ -16,16 +16,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import CONFIG_DIR, load_config
+from .config import load_config
 from .data.sampler import SequenceCollator
 from .device import pick_device
 from .engine.inference import embed_batch, load_trained_model
 
-# The model shipped with the package: trained on pretreated 64x64 silhouettes (``gaitrec pretreat``'s
-# default size, and what video extraction produces).
-DEFAULT_MODEL_CONFIG = CONFIG_DIR / "default_model.yaml"
-DEFAULT_MODEL_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
-DEFAULT_MODEL_FRAME_SIZE = (64, 64)
+from .default_model import CONFIG as DEFAULT_MODEL_CONFIG
+from .default_model import FRAME_SIZE as DEFAULT_MODEL_FRAME_SIZE
+from .default_model import WEIGHTS as DEFAULT_MODEL_WEIGHTS
 
 # Evaluator sampler keys that only decide how many sequences share a batch, not what an embedding holds.
 _BATCHING_KEYS = ("batch_size", "type")
