@@ -18,12 +18,11 @@ from tqdm import tqdm
 
 from .config import load_config
 from .data.sampler import SequenceCollator
-from .device import pick_device
-from .engine.inference import embed_batch, load_trained_model
-
 from .default_model import CONFIG as DEFAULT_MODEL_CONFIG
 from .default_model import FRAME_SIZE as DEFAULT_MODEL_FRAME_SIZE
 from .default_model import WEIGHTS as DEFAULT_MODEL_WEIGHTS
+from .device import pick_device
+from .engine.inference import embed_batch, load_trained_model
 
 # Evaluator sampler keys that only decide how many sequences share a batch, not what an embedding holds.
 _BATCHING_KEYS = ("batch_size", "type")
