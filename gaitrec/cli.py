@@ -18,8 +18,13 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
     print(f"warning: {message}", file=sys.stderr)
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="run config (YAML, OpenGait schema)")
+def add_config_args(p: argparse.ArgumentParser, run_dir: bool = False) -> None:
+    if run_dir:
+        p.add_argument("config", nargs="?", metavar="CONFIG_OR_RUN_DIR",
+                       help="run config (YAML, OpenGait schema), or a run directory written by gaitrec train "
+                       "(its config.yaml and newest checkpoint); may be left out with --checkpoint")
+    else:
+        p.add_argument("config", help="run config (YAML, OpenGait schema)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set trainer_cfg.total_iter=100 (repeatable)")
 
@@ -50,24 +55,13 @@ def cmd_train(args) -> int:
 
 def cmd_test(args) -> int:
     from .engine import distributed
-    from .engine.checkpoint import checkpoint_path
-    from .engine.inference import load_trained_model, run_test
-    from .engine.trainer import run_dir_of
+    from .engine.inference import load_trained_model, resolve_test_target, run_test
     from .evaluation.report import print_table
 
-    cfg = load(args)
-    ev = cfg["evaluator_cfg"]
-    if args.checkpoint:
-        path = Path(args.checkpoint)
-    elif isinstance(ev["restore_hint"], str):
-        path = Path(ev["restore_hint"])
-    elif ev["restore_hint"] > 0:
-        path = checkpoint_path(run_dir_of(cfg, ev["save_name"]), ev["save_name"], ev["restore_hint"])
-    else:
-        raise ConfigError("no checkpoint: pass --checkpoint PATH or set evaluator_cfg.restore_hint")
+    cfg, path, run_dir = resolve_test_target(args.config, args.checkpoint, args.overrides)
     ctx = distributed.init(args.device)
-    model = load_trained_model(cfg, path, ctx.device, strict=ev["restore_ckpt_strict"])
-    output = Path(args.output) if args.output else run_dir_of(cfg, ev["save_name"]) / "test" / path.stem
+    model = load_trained_model(cfg, path, ctx.device, strict=cfg["evaluator_cfg"]["restore_ckpt_strict"])
+    output = Path(args.output) if args.output else run_dir / "test" / path.stem
     result = run_test(cfg, model, ctx, output, overwrite=args.overwrite, progress=not args.quiet)
     if result is not None:
         print(print_table(result))
@@ -184,9 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("test", help="embed the test set with a checkpoint, save features.npz and evaluate")
-    add_config_args(p)
+    add_config_args(p, run_dir=True)
     add_device_arg(p)
-    p.add_argument("--checkpoint", help="checkpoint file (gaitrec or OpenGait); default: evaluator_cfg.restore_hint")
+    p.add_argument("--checkpoint", help="checkpoint file (gaitrec or OpenGait; alone, a gaitrec checkpoint brings "
+                   "its own config); default: a run directory's newest checkpoint, or the config's "
+                   "evaluator_cfg.restore_hint")
     p.add_argument("--output", help="directory for features.npz and the report")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -235,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="casia-b", choices=["casia-b", "oumvlp", "grew", "gait3d"],
                    help="raw layout (default casia-b)")
     p.add_argument("--img-size", type=int, default=64, help="output height and width (default 64; GLN uses 128)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel processes (default: the cores not busy with other work, or $GAITREC_THREADS)")
     p.add_argument("--format", default="pkl", choices=["pkl", "store"], help="output format")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretreat)
@@ -267,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = _one_line_warnings
     try:
+        from .threads import apply_thread_count
+
+        apply_thread_count()
         return args.func(args)
     except USER_ERRORS as err:
         if os.environ.get("GAITREC_DEBUG"):

@@ -155,9 +155,28 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), validate_config
         if user.get(section, {}).get(key, defaults[section][key]) != defaults[section][key]:
             defaults[section] = {}
     cfg = merge(defaults, user)
+    return config_from_dict(cfg, overrides, source=str(path), validate_config=validate_config)
+
+
+def config_from_dict(cfg: dict, overrides: Iterable[str] = (), source: str = "<config>",
+                     validate_config: bool = True) -> dict:
+    """Apply overrides to a complete config (a file merged over the defaults, or the one a checkpoint
+    stores) and validate it.
+
+    OpenGait's configs test the schedule's last checkpoint (``evaluator_cfg.restore_hint`` equals
+    ``trainer_cfg.total_iter``); when ``--set`` changes ``total_iter`` alone, the hint follows it so that
+    testing the run finds its last checkpoint.
+    """
+    overrides = list(overrides)
+    planned = cfg.get("trainer_cfg", {}).get("total_iter")
     cfg = apply_overrides(cfg, overrides)
+    trainer, evaluator = cfg.get("trainer_cfg", {}), cfg.get("evaluator_cfg", {})
+    hint_set = any(item.split("=", 1)[0].strip() == "evaluator_cfg.restore_hint" for item in overrides)
+    if (not hint_set and trainer.get("total_iter") != planned and isinstance(evaluator, dict)
+            and evaluator.get("restore_hint") == planned and isinstance(planned, int) and planned > 0):
+        evaluator["restore_hint"] = trainer["total_iter"]
     if validate_config:
-        validate(cfg, source=str(path))
+        validate(cfg, source=source)
     return cfg
 
 
@@ -288,6 +307,10 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     _check_sampler(cfg["evaluator_cfg"]["sampler"], "evaluator_cfg.sampler", source, training=False)
     _check_transforms(cfg["trainer_cfg"]["transform"], "trainer_cfg.transform", source)
     _check_transforms(cfg["evaluator_cfg"]["transform"], "evaluator_cfg.transform", source)
+    for key in ("total_iter", "save_iter", "log_iter"):
+        if cfg["trainer_cfg"][key] <= 0:
+            raise ConfigError(f"{source}: trainer_cfg.{key} must be a positive number of iterations, "
+                              f"got {cfg['trainer_cfg'][key]}")
     if cfg["trainer_cfg"].get("amp_dtype") not in (None, "float16", "bfloat16"):
         raise ConfigError(f"{source}: trainer_cfg.amp_dtype must be float16 or bfloat16, "
                           f"got {cfg['trainer_cfg']['amp_dtype']!r}")

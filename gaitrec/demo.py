@@ -36,7 +36,12 @@ def run_demo(output: str | None = None, data: str | None = None, iterations: int
     from .evaluation.report import print_table
     from .synth import generate_dataset
     from .synth.dataset import FORMAT_VERSION
+    from .threads import apply_thread_count
 
+    apply_thread_count()
+
+    if iterations is not None and iterations < 1:
+        raise ValueError(f"--iterations must be at least 1, got {iterations}")
     started = time.perf_counter()
     data_dir = Path(data) if data else cache_dir() / (
         f"synthgait-v{FORMAT_VERSION}-" + "{subjects}s-{frames}f-{size}px-seed{seed}".format(**DEMO_DATA))

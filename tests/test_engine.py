@@ -232,3 +232,29 @@ def test_fp16_grad_scaler_logs_skipped_steps(tiny):
                       "trainer_cfg.save_name=fp16"), progress=False, test_at_end=False)
     assert all(np.isfinite(h["loss"]) for h in ok["history"])
     assert "grow" not in (ok["run_dir"] / "train.log").read_text()
+
+
+def test_a_run_directory_or_a_checkpoint_alone_is_enough_to_test(tiny, tmp_path, monkeypatch, capsys):
+    from gaitrec.cli import main
+
+    hinted = tmp_path / "hinted.yaml"  # as OpenGait's configs: the evaluator tests the schedule's last iteration
+    hinted.write_text(tiny.read_text().replace("evaluator_cfg:\n", "evaluator_cfg:\n  restore_hint: 6\n"))
+    monkeypatch.chdir(tmp_path)
+    cfg = cfg_of(hinted, "trainer_cfg.total_iter=3", f"trainer_cfg.output_root=out")
+    assert cfg["evaluator_cfg"]["restore_hint"] == 3  # follows the overridden schedule
+    run = train(cfg, progress=False, test_at_end=False)["run_dir"]
+    saved = load_config(run / "config.yaml")
+    assert os.path.isabs(saved["data_cfg"]["dataset_root"]) and os.path.isabs(saved["trainer_cfg"]["output_root"])
+    assert saved["evaluator_cfg"]["restore_hint"] == 3
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the run's own paths, not the working directory, locate its data
+    assert main(["test", str(tmp_path / run), "--quiet"]) == 0
+    assert (tmp_path / run / "test" / "tiny-00003" / "features.npz").is_file()
+    checkpoint = tmp_path / run / "checkpoints" / "tiny-00003.pt"
+    assert main(["test", "--checkpoint", str(checkpoint), "--output", "alone", "--quiet"]) == 0
+    assert (elsewhere / "alone" / "features.npz").is_file()
+    capsys.readouterr()
+    assert main(["test", str(elsewhere)]) == 2
+    assert "not a run directory (no config.yaml)" in capsys.readouterr().err

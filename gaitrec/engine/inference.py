@@ -34,13 +34,69 @@ def place_model(model: torch.nn.Module, device: torch.device, channels_last: boo
 
 def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, strict: bool = True
                        ) -> torch.nn.Module:
-    """The config's model with a checkpoint's weights (gaitrec's or OpenGait's), placed on ``device``."""
+    """The config's model with a checkpoint's weights (gaitrec's or OpenGait's), placed on ``device``, in
+    eval mode (batch norm uses its running statistics: the model is ready to embed)."""
     from ..models import create_model
     from .checkpoint import load_checkpoint, load_model_weights
 
     model = create_model(cfg["model_cfg"])
     load_model_weights(model, load_checkpoint(checkpoint), strict=strict, where=str(checkpoint))
-    return place_model(model, device, cfg["trainer_cfg"].get("channels_last", False))
+    return place_model(model, device, cfg["trainer_cfg"].get("channels_last", False)).eval()
+
+
+def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None = None,
+                        overrides: list[str] | tuple = ()) -> tuple[dict, Path, Path]:
+    """What ``gaitrec test`` tests: ``(config, checkpoint, run directory)``.
+
+    ``target`` is a config file or a run directory (holding ``config.yaml`` and ``checkpoints/``), or None
+    with a ``checkpoint`` that carries its config (every gaitrec checkpoint does). Without ``checkpoint`` a
+    run directory gives its newest checkpoint and a config its ``evaluator_cfg.restore_hint``.
+    """
+    from ..config import config_from_dict, load_config
+    from ..registry import ConfigError
+    from .checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
+    from .trainer import run_dir_of
+
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if target is None:
+        if checkpoint is None:
+            raise ConfigError("nothing to test: give a config, a run directory or --checkpoint PATH")
+        saved = checkpoint.parent.parent / "config.yaml"
+        stored = load_checkpoint(checkpoint).get("config")
+        if isinstance(stored, dict):
+            cfg = config_from_dict(stored, overrides, source=f"{checkpoint} (its stored config)")
+        elif saved.is_file():
+            cfg = load_config(saved, overrides)
+        else:
+            raise ConfigError(f"{checkpoint} holds no config (an OpenGait checkpoint?): give the config too, "
+                              f"gaitrec test CONFIG --checkpoint {checkpoint}")
+        run_dir = checkpoint.parent.parent if saved.is_file() else run_dir_of(cfg, cfg["evaluator_cfg"]["save_name"])
+        return cfg, checkpoint, run_dir
+    target = Path(target)
+    if target.is_dir():
+        saved = target / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"{target} is a directory but not a run directory (no config.yaml): give a run "
+                              "directory written by gaitrec train, or a config file")
+        cfg = load_config(saved, overrides)
+        if checkpoint is None:
+            found = list_checkpoints(target, cfg["trainer_cfg"]["save_name"])
+            if not found:
+                raise FileNotFoundError(f"{target / 'checkpoints'}: no checkpoint of "
+                                        f"{cfg['trainer_cfg']['save_name']!r} to test")
+            checkpoint = found[-1][1]
+        return cfg, checkpoint, target
+    cfg = load_config(target, overrides)
+    ev = cfg["evaluator_cfg"]
+    run_dir = run_dir_of(cfg, ev["save_name"])
+    if checkpoint is None:
+        if isinstance(ev["restore_hint"], str):
+            checkpoint = Path(ev["restore_hint"])
+        elif ev["restore_hint"] > 0:
+            checkpoint = checkpoint_path(run_dir, ev["save_name"], ev["restore_hint"])
+        else:
+            raise ConfigError("no checkpoint: pass --checkpoint PATH or set evaluator_cfg.restore_hint")
+    return cfg, checkpoint, run_dir
 
 
 @torch.no_grad()

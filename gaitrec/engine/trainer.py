@@ -2,6 +2,7 @@
 inference and logging are small helpers called from the loop."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -35,6 +36,24 @@ def run_dir_of(cfg: dict, save_name: str | None = None) -> Path:
     trainer = cfg["trainer_cfg"]
     return (Path(trainer.get("output_root", "output")) / cfg["data_cfg"]["dataset_name"]
             / cfg["model_cfg"]["model"] / (save_name or trainer["save_name"]))
+
+
+def config_for_run(cfg: dict) -> dict:
+    """``cfg`` with its paths absolute (dataset root, the partition file actually used, output root), so that
+    the copy a run stores (``config.yaml``, each checkpoint's ``config``) tests the run from any directory."""
+    from ..data.dataset import resolve_partition
+
+    cfg = copy.deepcopy(cfg)
+    data = cfg["data_cfg"]
+    data["dataset_root"] = str(Path(data["dataset_root"]).resolve())
+    partition = resolve_partition(data.get("dataset_partition"), data.get("dataset_name"))
+    if partition is not None:
+        data["dataset_partition"] = str(Path(partition).resolve())
+    cfg["trainer_cfg"]["output_root"] = str(Path(cfg["trainer_cfg"].get("output_root", "output")).resolve())
+    for section in ("trainer_cfg", "evaluator_cfg"):
+        if isinstance(cfg[section].get("restore_hint"), str):
+            cfg[section]["restore_hint"] = str(Path(cfg[section]["restore_hint"]).resolve())
+    return cfg
 
 
 def set_seed(seed: int) -> None:
@@ -147,13 +166,15 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
           test_at_end: bool = True) -> dict:
     """Train the model of ``cfg``; returns ``{"run_dir", "iteration", "history", "test"}``."""
     ctx = dist_utils.init(device)
+    cfg = config_for_run(cfg)
     trainer = cfg["trainer_cfg"]
     run_dir = run_dir_of(cfg)
     setup_logging(run_dir, "train.log", ctx.rank)
     set_seed(trainer["seed"] + ctx.rank)
     if ctx.rank == 0:
         (run_dir / "config.yaml").write_text(dump(cfg))
-    log.info("run directory %s, device %s, %d process(es)", run_dir, ctx.device, ctx.world_size)
+    log.info("run directory %s, device %s, %d process(es), %d CPU thread(s)", run_dir, ctx.device, ctx.world_size,
+             torch.get_num_threads())
 
     # The test set is listed (and, with data_cfg.cache, loaded) once, not at every test during training.
     train_set, test_set = build_datasets(cfg["data_cfg"], test=trainer["with_test"] or test_at_end)
