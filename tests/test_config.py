@@ -151,3 +151,16 @@ def test_unknown_protocol_is_caught_at_load_time(tmp_path):
 def test_each_stage_takes_its_own_sampler(tmp_path):
     with pytest.raises(ConfigError, match="trainer_cfg.sampler.type must be TripletSampler, got 'InferenceSampler'"):
         load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  sampler:\n    type: InferenceSampler\n"))
+
+
+@pytest.mark.parametrize("value", ["-5", "0"])
+def test_a_schedule_of_no_iterations_is_refused_naming_the_key(tmp_path, value):
+    with pytest.raises(ConfigError, match=f"trainer_cfg.total_iter must be a positive number of iterations, got {value}"):
+        load_config(write(tmp_path, BASELINE_MODEL), [f"trainer_cfg.total_iter={value}"])
+
+
+def test_the_evaluator_follows_an_overridden_schedule_unless_told_otherwise(tmp_path):
+    path = write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  total_iter: 400\nevaluator_cfg:\n  restore_hint: 400\n")
+    assert load_config(path, ["trainer_cfg.total_iter=100"])["evaluator_cfg"]["restore_hint"] == 100
+    assert load_config(path, ["trainer_cfg.total_iter=100", "evaluator_cfg.restore_hint=400"]
+                       )["evaluator_cfg"]["restore_hint"] == 400

@@ -85,6 +85,7 @@ def test_params_command(tmp_path):
      "unknown model 'Basline'. Did you mean 'Baseline'?"),
     (["test", str(CONFIG_DIR / "baseline" / "baseline.yaml"), "--checkpoint", "none.pt"], "not found"),
     (["synth"], "nothing to do"),
+    (["demo", "--iterations", "0"], "--iterations must be at least 1, got 0"),
 ])
 def test_bad_input_gives_one_line_and_non_zero_exit(args, message):
     proc = run_cli(*args)

@@ -258,3 +258,12 @@ def test_a_run_directory_or_a_checkpoint_alone_is_enough_to_test(tiny, tmp_path,
     capsys.readouterr()
     assert main(["test", str(elsewhere)]) == 2
     assert "not a run directory (no config.yaml)" in capsys.readouterr().err
+
+
+def test_a_loaded_model_is_ready_to_embed(tiny):
+    from gaitrec.engine.inference import load_trained_model
+
+    cfg = cfg_of(tiny, "trainer_cfg.total_iter=3")
+    run = train(cfg, progress=False, test_at_end=False)["run_dir"]
+    model = load_trained_model(cfg, run / "checkpoints" / "tiny-00003.pt", torch.device("cpu"))
+    assert not any(m.training for m in model.modules())  # batch norm on running statistics, no dropout
