@@ -164,3 +164,34 @@ def test_the_evaluator_follows_an_overridden_schedule_unless_told_otherwise(tmp_
     assert load_config(path, ["trainer_cfg.total_iter=100"])["evaluator_cfg"]["restore_hint"] == 100
     assert load_config(path, ["trainer_cfg.total_iter=100", "evaluator_cfg.restore_hint=400"]
                        )["evaluator_cfg"]["restore_hint"] == 400
+
+
+def test_shipped_configs_by_name_from_any_directory(tmp_path, monkeypatch):
+    from gaitrec.config import CONFIG_DIR, find_config
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    assert find_config("gaitset/gaitset.yaml") == CONFIG_DIR / "gaitset" / "gaitset.yaml"
+    assert find_config("configs/gaitgl/gaitgl.yaml") == CONFIG_DIR / "gaitgl" / "gaitgl.yaml"
+    assert find_config("gaitset") == CONFIG_DIR / "gaitset" / "gaitset.yaml"
+    assert load_config("gaitset")["model_cfg"]["model"] == "GaitSet"
+    with pytest.raises(ConfigError, match="names several shipped configs: gln/gln_phase1.yaml, gln/gln_phase2.yaml"):
+        find_config("gln")
+    with pytest.raises(ConfigError, match="config file not found: gaitsett \\(shipped configs with a close name: "
+                                          "gaitset/gaitset.yaml"):
+        find_config("gaitsett")
+    (tmp_path / "gaitset").write_text("model_cfg: {model: Baseline}\n")  # a file here wins over a shipped name
+    assert find_config("gaitset").resolve() == tmp_path / "gaitset"
+
+
+def test_files_that_are_not_configs_are_named_in_one_line(tmp_path):
+    png = tmp_path / "sheet.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(ConfigError, match="sheet.png: not a YAML text file \\(a PNG image\\)"):
+        load_config(png)
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "model_cfg:\n  bin_num: [1, 2\ntrainer_cfg: {}\n"))
+    message = str(err.value)
+    assert "\n" not in message and "not valid YAML, line 3, column" in message
+    assert "opened at line 2" in message
