@@ -259,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_name(args) -> str:
+    """``gaitrec train``, ``gaitrec data info``: how a message names the command that failed."""
+    sub = getattr(args, "data_command", None)
+    return f"gaitrec {args.command}" + (f" {sub}" if sub else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -267,17 +273,23 @@ def main(argv: list[str] | None = None) -> int:
         from .threads import apply_thread_count
 
         apply_thread_count()
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # `gaitrec evaluate ... | head`: the reader has what it wanted; stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as err:
         if os.environ.get("GAITREC_DEBUG"):
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, KeyError):
             message = str(err.args[0]) if err.args else "missing key"
-        print(f"gaitrec {args.command}: error: {message}", file=sys.stderr)
+        print(f"{command_name(args)}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"gaitrec {args.command}: interrupted", file=sys.stderr)
+        print(f"{command_name(args)}: interrupted", file=sys.stderr)
         return 130
 
 

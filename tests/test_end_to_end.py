@@ -86,6 +86,9 @@ def test_params_command(tmp_path):
     (["test", str(CONFIG_DIR / "baseline" / "baseline.yaml"), "--checkpoint", "none.pt"], "not found"),
     (["synth"], "nothing to do"),
     (["demo", "--iterations", "0"], "--iterations must be at least 1, got 0"),
+    (["train", str(CONFIG_DIR / "demo" / "baseline_synthgait.yaml"), "--device", "tpu"],
+     "gaitrec train: error: --device tpu: not a device; use cpu, cuda or cuda:N"),
+    (["data", "info", "nowhere"], "gaitrec data info: error:"),
 ])
 def test_bad_input_gives_one_line_and_non_zero_exit(args, message):
     proc = run_cli(*args)
@@ -98,3 +101,18 @@ def test_every_subcommand_has_help():
     for cmd in ("train", "test", "evaluate", "params", "demo", "synth", "pretreat", "pack", "unpack", "data"):
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0 and "usage: gaitrec" in proc.stdout, cmd
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    # `gaitrec evaluate ... | head`: the pipe closes before gaitrec writes; it exits 0 without a word.
+    from gaitrec.evaluation.features import save_features
+
+    views, types = ["000", "090"], [f"nm-0{i}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"]
+    rows = [(s, t, v) for s in ("001", "002") for t in types for v in views]
+    emb = np.stack([np.full((4, 2), int(s), np.float32) for s, _, _ in rows])
+    save_features(tmp_path / "f.npz", emb, *zip(*rows))
+    proc = subprocess.Popen([sys.executable, "-m", "gaitrec", "evaluate", str(tmp_path / "f.npz"), "--protocol",
+                             "casia-b", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    assert proc.stderr.read() == b""

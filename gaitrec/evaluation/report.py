@@ -166,7 +166,7 @@ def write_report(result: dict, out_dir, overwrite: bool = False) -> list[Path]:
     out_dir = Path(out_dir)
     json_path = out_dir / "results.json"
     if json_path.exists() and not overwrite:
-        raise FileExistsError(f"{json_path} exists; refusing to overwrite it (pass overwrite to replace it)")
+        raise FileExistsError(f"{json_path} exists; refusing to overwrite it (pass --overwrite to replace it)")
     outputs: dict[Path, bytes] = {}
     stored = {k: v for k, v in result.items() if k != "csv"}
     if "csv" in result:
