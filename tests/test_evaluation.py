@@ -312,7 +312,7 @@ def test_write_report_files_and_overwrite(tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert "| | 000 | 090 | 180 | mean |" in markdown and "| NM | 100.00 | 100.00 | 100.00 | 100.00 |" in markdown
     assert (tmp_path / "heatmap_NM.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(FileExistsError, match="refusing to overwrite it \(pass --overwrite to replace it\)"):
+    with pytest.raises(FileExistsError, match=r"refusing to overwrite it \(pass --overwrite to replace it\)"):
         report.write_report(result, tmp_path)
     assert len(report.write_report(result, tmp_path, overwrite=True)) == 5
 
