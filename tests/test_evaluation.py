@@ -324,3 +324,17 @@ def test_write_report_cmc_and_submission(tmp_path):
     written = report.write_report(evaluate(features(rows), "grew-submission", device="cpu"), tmp_path / "sub")
     assert (tmp_path / "sub" / "submission.csv").read_text().splitlines()[1].startswith("v1,1,")
     assert "csv" not in json.loads((tmp_path / "sub" / "results.json").read_text())
+
+
+def test_probes_without_a_gallery_subject_are_counted_in_a_warning():
+    # Probes labelled p0.. and gallery g0..: nothing can match; the all-zero table must not pass silently.
+    rows = [(("g" if t in protocols.CASIA_B_GALLERY else "p") + str(s), t, v, s)
+            for s in range(2) for t in CASIA_B_TYPES for v in ("000", "090")]
+    with pytest.warns(UserWarning, match="casia-b: 24 of 24 probe sequences have no gallery sequence of their "
+                                         "subject and count as misses; no probe can match"):
+        result = evaluate(features(rows), "casia-b", device="cpu")
+    assert set(result["results"].values()) == {0.0}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matching subjects: no warning
+        evaluate(casia_b_perfect(), "casia-b", device="cpu")
