@@ -14,8 +14,14 @@ from .registry import ConfigError
 USER_ERRORS = (ConfigError, ValueError, OSError, KeyError, FloatingPointError)
 
 
+def main_process() -> bool:
+    """False in the processes torchrun starts besides rank 0: they work but do not talk."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
-    print(f"warning: {message}", file=sys.stderr)
+    if main_process():
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def add_config_args(p: argparse.ArgumentParser, run_dir: bool = False) -> None:
@@ -49,7 +55,8 @@ def cmd_train(args) -> int:
         from .evaluation.report import print_table
 
         print(print_table(result["test"]))
-    print(f"run directory: {result['run_dir']}")
+    if main_process():
+        print(f"run directory: {result['run_dir']}")
     return 0
 
 

@@ -116,3 +116,16 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
     proc.stdout.close()
     assert proc.wait(timeout=120) == 0
     assert proc.stderr.read() == b""
+
+
+def test_only_rank_0_talks_under_torchrun(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model_cfg:\n  model: Baseline\n  backbone_cfg: {type: Plain, in_channels: 1, layers_cfg: [BC-4]}\n"
+                      "  SeparateFCs: {in_channels: 4, out_channels: 4, parts_num: 1}\n"
+                      "  SeparateBNNecks: {class_num: 2, in_channels: 4, parts_num: 1}\n  bin_num: [1]\n"
+                      "trainer_cfg:\n  fix_layers: false\n")  # a key that warns
+    assert main(["params", str(config)]) == 0
+    assert "warning: " in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")
+    assert main(["params", str(config)]) == 0
+    assert capsys.readouterr().err == ""

@@ -267,3 +267,14 @@ def test_a_loaded_model_is_ready_to_embed(tiny):
     run = train(cfg, progress=False, test_at_end=False)["run_dir"]
     model = load_trained_model(cfg, run / "checkpoints" / "tiny-00003.pt", torch.device("cpu"))
     assert not any(m.training for m in model.modules())  # batch norm on running statistics, no dropout
+
+
+def test_log_lines_report_the_interval_mean_and_an_eta_without_a_bar_off_terminal(tiny, capsys):
+    run = train(cfg_of(tiny, "trainer_cfg.log_iter=3"), progress=True, test_at_end=False)["run_dir"]
+    err = capsys.readouterr().err
+    assert "it/s" not in err and "s/it" not in err  # stderr is not a terminal here: no tqdm redraws
+    times = [json.loads(x)["time/iteration"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = [x for x in (run / "train.log").read_text().splitlines() if "iteration 3/6:" in x]
+    assert len(lines) == 1 and "mean of the last 3; eta" in lines[0]
+    logged = float(lines[0].split("time/iteration=")[1].split(",")[0])
+    assert logged == pytest.approx(sum(times[:3]) / 3, rel=2e-3)

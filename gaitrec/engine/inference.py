@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -112,7 +113,8 @@ def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg
     use_amp = evaluator_cfg.get("enable_float16", False) and ctx.device.type == "cuda"
     model.eval()
     indices, chunks = [], []
-    for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0, dynamic_ncols=True):
+    for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0 or not sys.stderr.isatty(),
+                      dynamic_ncols=True):
         autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
         with autocast:
             out = model(batch["sils"].to(ctx.device, non_blocking=True), batch["seq_lengths"])

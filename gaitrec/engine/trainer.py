@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -256,6 +257,21 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     return {"run_dir": run_dir, "iteration": iteration, "history": monitor.history, "test": test_result}
 
 
+def interactive() -> bool:
+    """Whether progress bars have a terminal to draw on."""
+    return sys.stderr.isatty()
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``7m05s``, ``3h02m``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 class Monitor:
     """Where a run reports: progress bar, log file, ``metrics.jsonl``, TensorBoard, best checkpoint (rank 0)."""
 
@@ -263,8 +279,11 @@ class Monitor:
         self.run_dir, self.ctx, self.cfg, self.start = run_dir, ctx, trainer_cfg, start
         self.main = ctx.rank == 0
         self.writer = dist_utils.summary_writer(run_dir, ctx)
+        # A bar only on a terminal: in a log file tqdm's redraws become hundreds of lines; there the log line
+        # every log_iter iterations (with its ETA) is the progress report.
         self.bar = tqdm(total=trainer_cfg["total_iter"], initial=start, desc="train",
-                        disable=not progress or not self.main, dynamic_ncols=True)
+                        disable=not (progress and self.main and interactive()), dynamic_ncols=True)
+        self.interval_seconds: list[float] = []  # iteration times since the last log line
         self.history: list[dict] = []
         self.best: float | None = None
         self.metrics = open(run_dir / "metrics.jsonl", "a") if self.main else None
@@ -281,9 +300,17 @@ class Monitor:
         if iteration == self.start + 1 or iteration % self.cfg["save_iter"] == 0:
             frames = sils.detach().reshape(-1, 1, *sils.shape[-2:])[:16].float().cpu()
             self.writer.add_images("input/silhouettes", frames, iteration)
-        if iteration % self.cfg["log_iter"] == 0 or iteration == self.cfg["total_iter"]:
+        self.interval_seconds.append(logged["time/iteration"])
+        total = self.cfg["total_iter"]
+        if iteration % self.cfg["log_iter"] == 0 or iteration == total:
             self.metrics.flush()
-            log.info("iteration %d: %s", iteration, ", ".join(f"{k}={v:.4g}" for k, v in logged.items()))
+            # One slow or fast iteration says little: the line reports the mean since the previous line.
+            mean = sum(self.interval_seconds) / len(self.interval_seconds)
+            shown = {**logged, "time/iteration": mean}
+            log.info("iteration %d/%d: %s (time/iteration: mean of the last %d; eta %s)", iteration, total,
+                     ", ".join(f"{k}={v:.4g}" for k, v in shown.items()), len(self.interval_seconds),
+                     format_duration(mean * (total - iteration)))
+            self.interval_seconds = []
 
     def keep_best(self, result: dict | None, checkpoint: Path, iteration: int) -> None:
         """Copy ``checkpoint`` to ``<save_name>-best.pt`` when ``best_metric`` improved."""
