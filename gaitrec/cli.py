@@ -69,7 +69,7 @@ def cmd_test(args) -> int:
     ctx = distributed.init(args.device)
     model = load_trained_model(cfg, path, ctx.device, strict=cfg["evaluator_cfg"]["restore_ckpt_strict"])
     output = Path(args.output) if args.output else run_dir / "test" / path.stem
-    result = run_test(cfg, model, ctx, output, overwrite=args.overwrite, progress=not args.quiet)
+    result = run_test(cfg, model, ctx, output, overwrite=args.overwrite, progress=not args.quiet, checkpoint=path)
     if result is not None:
         print(print_table(result))
         print(f"features and report: {output}")
@@ -79,7 +79,7 @@ def cmd_test(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluation.features import load_features
     from .evaluation.protocols import evaluate
-    from .evaluation.report import print_table, write_report
+    from .evaluation.report import print_table, rounded, write_report
 
     if args.probe_set and args.protocol != "gait3d":
         raise ValueError(f"--probe-set applies to the gait3d protocol only, not {args.protocol}")
@@ -88,7 +88,7 @@ def cmd_evaluate(args) -> int:
     if args.output:
         write_report(result, args.output, overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(rounded(result), indent=2))
     else:
         print(print_table(result))
     return 0

@@ -60,7 +60,8 @@ def run_demo(output: str | None = None, data: str | None = None, iterations: int
     # Reload the final checkpoint: what the demo tests is exactly what a user would load.
     ctx = init()
     checkpoint = checkpoint_path(trained["run_dir"], cfg["trainer_cfg"]["save_name"], trained["iteration"])
-    result = run_test(cfg, load_trained_model(cfg, checkpoint, ctx.device), ctx, out_dir, progress=progress)
+    result = run_test(cfg, load_trained_model(cfg, checkpoint, ctx.device), ctx, out_dir, progress=progress,
+                      checkpoint=checkpoint)
     print(print_table(result))
     minutes = (time.perf_counter() - started) / 60
     print(f"demo finished in {minutes:.1f} min; results, features and heatmaps: {out_dir}")

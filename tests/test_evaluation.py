@@ -338,3 +338,22 @@ def test_probes_without_a_gallery_subject_are_counted_in_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # matching subjects: no warning
         evaluate(casia_b_perfect(), "casia-b", device="cpu")
+
+
+def test_reported_figures_are_rounded_as_the_protocols_report_them(tmp_path, capsys):
+    result = {"protocol": "casia-b", "metric": "euc", "results": {"NM-rank1": 37.501999999999995},
+              "per_view": {"NM": {"000": 37.501999999999995, "090": 37.5}}}
+    report.write_report(result, tmp_path)
+    text = (tmp_path / "results.json").read_text()
+    assert "37.501999" not in text and json.loads(text)["results"]["NM-rank1"] == 37.5
+
+
+def test_heatmap_blanks_the_excluded_diagonal_and_names_model_checkpoint_and_metric():
+    result = {"model": "GaitSet", "checkpoint": "GaitSet-40000.pt", "protocol": "casia-b", "metric": "cos"}
+    title = report.report_title(result)
+    assert title == "GaitSet GaitSet-40000.pt | casia-b (metric cos)"
+    figure = report.heatmap_figure("NM", ["000", "090", "180"], np.full((3, 3), 50.0), title)
+    axes = figure.axes[0]
+    assert axes.images[0].get_array().mask.tolist() == np.eye(3, dtype=bool).tolist()
+    assert len(axes.texts) == 6  # numbers on the six cross-view cells only
+    assert "GaitSet-40000.pt" in axes.get_title() and "metric cos" in axes.get_title()

@@ -150,9 +150,10 @@ def evaluate_config(cfg: dict, features: dict) -> dict:
 
 
 def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Path, overwrite: bool = False,
-             progress: bool = True, test_set: GaitDataset | None = None) -> dict | None:
+             progress: bool = True, test_set: GaitDataset | None = None, checkpoint: str | Path | None = None
+             ) -> dict | None:
     """Embed the test set, write ``features.npz`` and the report into ``output_dir``; returns the result on
-    rank 0 (None on other ranks)."""
+    rank 0 (None on other ranks). The result names the model and ``checkpoint`` (file name) it came from."""
     from ..evaluation.report import write_report
 
     output_dir = Path(output_dir)
@@ -166,6 +167,8 @@ def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Pa
         return None
     output_dir.mkdir(parents=True, exist_ok=True)
     save_features(output_dir / "features.npz", overwrite=overwrite, **features)
-    result = evaluate_config(cfg, features)
+    result = {"model": cfg["model_cfg"]["model"], **evaluate_config(cfg, features)}
+    if checkpoint is not None:
+        result["checkpoint"] = Path(checkpoint).name
     write_report(result, output_dir, overwrite=overwrite)
     return result

@@ -362,7 +362,8 @@ def test_during_training(cfg, model, ctx, test_set, run_dir: Path, iteration: in
     """Test the current weights, log the results, and return them (rank 0; None elsewhere)."""
     was_training = model.training
     result = run_test(cfg, model, ctx, output_dir=run_dir / "test" / f"{iteration:05d}", overwrite=True,
-                      progress=False, test_set=test_set)
+                      progress=False, test_set=test_set,
+                      checkpoint=checkpoint_path(run_dir, cfg["trainer_cfg"]["save_name"], iteration))
     if was_training:
         model.train()
         if cfg["trainer_cfg"]["fix_BN"]:
