@@ -24,19 +24,89 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
         print(f"warning: {message}", file=sys.stderr)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples keep their lines; every option with a default says it, unless its help already does."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = any(action.default is x for x in (None, False, argparse.SUPPRESS)) or action.default == []
+        if "default" in text or not action.option_strings or unset:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+# Shown under each command's --help.
+EXAMPLES = {
+    "train": """\
+Writes checkpoints, train.log, metrics.jsonl, config.yaml and TensorBoard events into
+<output_root>/<dataset_name>/<model>/<save_name>/ (output_root defaults to ./output).
+CONFIG is a file, or a shipped config by name (gaitset/gaitset.yaml, or gaitset when unique).
+A --set value is YAML: numbers, true/false, lists in brackets (quote them for the shell).
+
+examples:
+  gaitrec train configs/gaitset/gaitset.yaml --set data_cfg.dataset_root=/data/CASIA-B-pkl
+  gaitrec train gaitset --set data_cfg.dataset_root=synthgait \\
+      --set data_cfg.dataset_partition=synthgait/partition.json \\
+      --set trainer_cfg.total_iter=1000 --set 'trainer_cfg.sampler.batch_size=[4,4]'
+  gaitrec train configs/gaitgl/gaitgl.yaml --resume
+  torchrun --nproc_per_node 8 -m gaitrec train configs/gaitgl/gaitgl.yaml""",
+    "test": """\
+examples:
+  gaitrec test output/SynthGait/Baseline/Baseline_SynthGait          # a run directory: its config, newest checkpoint
+  gaitrec test --checkpoint output/.../checkpoints/GaitSet-40000.pt  # a gaitrec checkpoint carries its config
+  gaitrec test configs/gaitgl/gaitgl.yaml --checkpoint GaitGL-80000.pt --set data_cfg.dataset_root=/data/CASIA-B-pkl""",
+    "evaluate": """\
+examples:
+  gaitrec evaluate run/test/features.npz --protocol casia-b
+  gaitrec evaluate features.npz --protocol gait3d --metric cos --rerank --json
+  gaitrec evaluate features.npz --protocol oumvlp --output report/""",
+    "params": """\
+examples:
+  gaitrec params configs/gaitgl/gaitgl_OUMVLP.yaml
+  gaitrec params gaitset --json""",
+    "demo": """\
+Takes a few minutes on a laptop CPU (see README, "Measured figures"); --iterations shortens it.
+
+examples:
+  gaitrec demo
+  gaitrec demo --iterations 100 --output demo-quick""",
+    "synth": """\
+examples:
+  gaitrec synth --output synthgait
+  gaitrec synth --output small --subjects 8 --frames 20 --views 000,090 --types nm-01,nm-05,bg-01,cl-01
+  gaitrec synth --preview sheet.png --views 000,090""",
+    "pretreat": """\
+examples:
+  gaitrec pretreat /data/CASIA-B-raw /data/CASIA-B-pkl --dataset casia-b
+  gaitrec pretreat /data/GREW-raw /data/GREW-store --dataset grew --format store""",
+    "pack": """\
+example:
+  gaitrec pack /data/CASIA-B-pkl /data/CASIA-B-store""",
+    "unpack": """\
+example:
+  gaitrec unpack /data/CASIA-B-store /data/CASIA-B-pkl""",
+    "data": """\
+example:
+  gaitrec data info /data/CASIA-B-pkl --partition datasets/CASIA-B/CASIA-B.json --sheet sheet.png""",
+}
+
+
 def add_config_args(p: argparse.ArgumentParser, run_dir: bool = False) -> None:
     if run_dir:
         p.add_argument("config", nargs="?", metavar="CONFIG_OR_RUN_DIR",
-                       help="run config (YAML, OpenGait schema), or a run directory written by gaitrec train "
+                       help="run config (a YAML file in OpenGait's schema, or a shipped config by name), or a "
+                       "run directory written by gaitrec train "
                        "(its config.yaml and newest checkpoint); may be left out with --checkpoint")
     else:
-        p.add_argument("config", help="run config (YAML, OpenGait schema)")
+        p.add_argument("config", help="run config: a YAML file in OpenGait's schema, or a shipped config by name "
+                       "(gaitset/gaitset.yaml, or gaitset when unique)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set trainer_cfg.total_iter=100 (repeatable)")
+                   help="override a config value, e.g. --set trainer_cfg.total_iter=100 or "
+                   "--set 'trainer_cfg.sampler.batch_size=[4,4]' (repeatable)")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available, else cpu)")
 
 
 def load(args):
@@ -190,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint file (gaitrec or OpenGait; alone, a gaitrec checkpoint brings "
                    "its own config); default: a run directory's newest checkpoint, or the config's "
                    "evaluator_cfg.restore_hint")
-    p.add_argument("--output", help="directory for features.npz and the report")
+    p.add_argument("--output", help="directory for features.npz and the report "
+                   "(default: <run directory>/test/<checkpoint name>)")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_test)
@@ -198,12 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a features.npz with a benchmark protocol")
     p.add_argument("features", help="features.npz written by gaitrec test")
     p.add_argument("--protocol", required=True,
-                   help="casia-b, casia-b-cross-view, oumvlp, casia-e, sustech1k, grew, grew-submission, gait3d")
+                   help="casia-b, casia-b-cross-view, oumvlp, oumvlp-cross-view, casia-e, sustech1k, grew, "
+                   "grew-submission, gait3d")
     p.add_argument("--metric", choices=["euc", "cos"], default="euc", help="distance (default: euc)")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
-    p.add_argument("--probe-set", help="partition JSON with PROBE_SET (gait3d)")
+    p.add_argument("--probe-set", help="partition JSON with PROBE_SET (gait3d; default: the shipped Gait3D.json)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--output", help="also write the report (results.json, tables, plots) here")
+    p.add_argument("--output", help="also write the report (results.json, tables, plots) here (default: print only)")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --output")
     p.set_defaults(func=cmd_evaluate)
 
@@ -220,15 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("synth", help="generate the SynthGait synthetic dataset")
-    p.add_argument("--output", help="dataset directory (new, empty, or an existing SynthGait dataset)")
-    p.add_argument("--subjects", type=int, default=None, help="number of subjects")
-    p.add_argument("--frames", type=int, default=None, help="frames per sequence")
+    p.add_argument("--output", help="dataset directory (new, empty, or an existing SynthGait dataset; default: none, preview only)")
+    p.add_argument("--subjects", type=int, default=None, help="number of subjects (default: 50)")
+    p.add_argument("--frames", type=int, default=None, help="frames per sequence (default: 30)")
     p.add_argument("--size", type=int, default=64, help="output frame size (default 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--views", type=lambda text: text.split(","), help="comma-separated subset of views, e.g. 000,090")
-    p.add_argument("--types", type=lambda text: text.split(","), help="comma-separated subset of types, e.g. nm-01,cl-01")
+    p.add_argument("--views", type=lambda text: text.split(","), help="comma-separated subset of views, e.g. 000,090 (default: all 11)")
+    p.add_argument("--types", type=lambda text: text.split(","), help="comma-separated subset of types, e.g. nm-01,cl-01 (default: all 10)")
     p.add_argument("--raw", action="store_true", help="write full-frame PNGs in CASIA-B's raw layout")
-    p.add_argument("--preview", help="write a contact sheet PNG")
+    p.add_argument("--preview", help="write a contact sheet PNG of the chosen views and types (default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
@@ -245,24 +317,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pretreat)
 
     p = sub.add_parser("pack", help="convert a pkl-layout dataset into a packed store")
-    p.add_argument("pkl_root")
-    p.add_argument("store_root")
+    p.add_argument("pkl_root", help="dataset in OpenGait's layout <subject>/<type>/<view>/*.pkl")
+    p.add_argument("store_root", help="packed store to create (a new or empty directory)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("unpack", help="convert a packed store back into the pkl layout")
-    p.add_argument("store_root")
-    p.add_argument("pkl_root")
+    p.add_argument("store_root", help="packed store written by gaitrec pack or pretreat --format store")
+    p.add_argument("pkl_root", help="directory to write OpenGait's .pkl layout into")
     p.set_defaults(func=cmd_unpack)
 
     p = sub.add_parser("data", help="dataset inspection")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     q = data_sub.add_parser("info", help="subjects, sequences, frame counts and gaps of a dataset")
     q.add_argument("root", help="dataset root (pkl layout or packed store)")
-    q.add_argument("--partition", help="partition JSON to check the dataset against")
-    q.add_argument("--sheet", help="write a contact sheet PNG of random sequences")
+    q.add_argument("--partition", help="partition JSON to check the dataset against (default: none)")
+    q.add_argument("--sheet", help="write a contact sheet PNG of random sequences (default: none)")
     q.add_argument("--json", action="store_true", help="print as JSON")
     q.set_defaults(func=cmd_data_info)
+    q.epilog, q.formatter_class = EXAMPLES["data"], HelpFormatter
+    for name, command in sub.choices.items():
+        command.formatter_class = HelpFormatter
+        command.epilog = command.epilog or EXAMPLES.get(name)
     return parser
 
 

@@ -129,3 +129,33 @@ def test_only_rank_0_talks_under_torchrun(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RANK", "1")
     assert main(["params", str(config)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def _commands(parser, prefix="gaitrec"):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix} {name}", sub
+                yield from _commands(sub, f"{prefix} {name}")
+
+
+def test_help_describes_every_argument_shows_defaults_and_examples():
+    from gaitrec.cli import build_parser
+    from gaitrec.evaluation.protocols import PROTOCOLS
+
+    commands = dict(_commands(build_parser()))
+    for name, parser in commands.items():
+        text = parser.format_help()
+        assert "example" in text, name
+        for action in parser._actions:
+            if action.dest == "help" or action.nargs == 0 or action.dest in ("command", "data_command"):
+                continue  # flags: off unless given
+            assert action.help, f"{name}: {action.dest} has no description"
+            if action.option_strings and not action.required and action.dest != "overrides":
+                assert "default" in parser._get_formatter()._get_help_string(action), f"{name} {action.dest}"
+    protocol = next(a for a in commands["gaitrec evaluate"]._actions if a.dest == "protocol")
+    assert protocol.help.split(", ") == list(PROTOCOLS)
+    train = commands["gaitrec train"].format_help()
+    assert "<output_root>/<dataset_name>/<model>/<save_name>/" in train and "batch_size=[4,4]" in train
