@@ -191,7 +191,9 @@ def cmd_synth(args) -> int:
     from .synth import generate_dataset, write_preview
 
     if args.preview:
-        write_preview(args.preview, seed=args.seed, size=args.size)
+        shown = {k: v for k, v in (("subjects", args.subjects), ("frames", args.frames), ("views", args.views),
+                                   ("types", args.types)) if v is not None}
+        write_preview(args.preview, seed=args.seed, size=args.size, **shown)
         print(f"preview: {args.preview}")
     if args.output:
         options = {k: v for k, v in (("subjects", args.subjects), ("frames", args.frames), ("views", args.views),
