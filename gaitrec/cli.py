@@ -10,6 +10,9 @@ from pathlib import Path
 
 from .registry import ConfigError
 
+# Commands that never run torch: they skip setting its thread count (importing torch takes seconds).
+NO_TORCH_COMMANDS = ("synth", "pretreat", "pack", "unpack", "data")
+
 # Errors that mean "the input is wrong", printed as one line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, ValueError, OSError, KeyError, FloatingPointError)
 
@@ -355,9 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = _one_line_warnings
     try:
-        from .threads import apply_thread_count
+        if args.command not in NO_TORCH_COMMANDS:
+            from .threads import apply_thread_count
 
-        apply_thread_count()
+            apply_thread_count()
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
         return status
