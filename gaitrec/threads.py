@@ -1,8 +1,9 @@
 """How many CPU threads to use: one rule for torch's intra-op threads and automatically sized worker pools.
 
 torch starts one thread per core whatever else runs there. On a shared or busy machine the threads then
-wait for each other at every operator (a 2-core machine with two busy neighbours ran a training iteration
-45x slower with torch's default than with one thread), so the count follows the cores actually free.
+wait for each other at every operator (with two busy processes on 2 cores, a demo training iteration took
+twice as long on torch's 2 threads as on 1; see benchmarks/bench_threads.py), so the count follows the
+cores actually free.
 """
 from __future__ import annotations
 
