@@ -263,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, run_dir=True)
     add_device_arg(p)
     p.add_argument("--checkpoint", help="checkpoint file (gaitrec or OpenGait; alone, a gaitrec checkpoint brings "
-                   "its own config); default: a run directory's newest checkpoint, or the config's "
-                   "evaluator_cfg.restore_hint")
+                   "its own config); default: a run directory's newest checkpoint (pass "
+                   "RUN_DIR/checkpoints/<save_name>-best.pt for the best), or the config's evaluator_cfg.restore_hint")
     p.add_argument("--output", help="directory for features.npz and the report "
                    "(default: <run directory>/test/<checkpoint name>)")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --output")
