@@ -19,6 +19,11 @@ from .distributed import DistContext
 log = logging.getLogger("gaitrec")
 
 
+def interactive() -> bool:
+    """Whether progress bars have a terminal to draw on (in a log file each redraw would be a line)."""
+    return sys.stderr.isatty()
+
+
 def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
     """Move a model to its device, its convolutions in channels-last memory format if asked (faster on CPU):
     2D convolutions channels_last, 3D ones channels_last_3d (one format for the whole model would reject
@@ -113,7 +118,7 @@ def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg
     use_amp = evaluator_cfg.get("enable_float16", False) and ctx.device.type == "cuda"
     model.eval()
     indices, chunks = [], []
-    for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0 or not sys.stderr.isatty(),
+    for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0 or not interactive(),
                       dynamic_ncols=True):
         autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
         with autocast:

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import random
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..registry import ConfigError
 from . import distributed as dist_utils
 from .checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, load_model_weights, prune_checkpoints,
                          save_checkpoint)
-from .inference import place_model, run_test
+from .inference import interactive, place_model, run_test
 
 log = logging.getLogger("gaitrec")
 
@@ -255,11 +254,6 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
         monitor.keep_best(test_result, checkpoint_path(run_dir, trainer["save_name"], iteration), iteration)
     monitor.close()
     return {"run_dir": run_dir, "iteration": iteration, "history": monitor.history, "test": test_result}
-
-
-def interactive() -> bool:
-    """Whether progress bars have a terminal to draw on."""
-    return sys.stderr.isatty()
 
 
 def format_duration(seconds: float) -> str:
