@@ -40,3 +40,33 @@ def test_cli_applies_the_count_at_start(monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
+
+
+def test_pretreatment_sizes_its_pool_by_the_same_rule(tmp_path, monkeypatch):
+    import gaitrec.data.pretreat as pretreat_module
+    from gaitrec.synth import generate_dataset
+
+    generate_dataset(tmp_path / "raw", raw=True, subjects=1, frames=4, views=["000"], types=["nm-01", "nm-02"],
+                     progress=False)
+    sizes = []
+
+    class RecordingPool:  # stands in for multiprocessing.Pool: records its size, runs the jobs here
+        def __init__(self, processes):
+            sizes.append(processes)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def imap_unordered(self, func, jobs, chunksize=1):
+            return map(func, jobs)
+
+    monkeypatch.setattr(pretreat_module.multiprocessing, "Pool", RecordingPool)
+    monkeypatch.setenv("GAITREC_THREADS", "2")
+    pretreat_module.pretreat(tmp_path / "raw", tmp_path / "two", progress=False)
+    monkeypatch.setenv("GAITREC_THREADS", "1")
+    pretreat_module.pretreat(tmp_path / "raw", tmp_path / "one", progress=False)
+    assert sizes == [2]  # one free core: no pool at all
+    assert len(list((tmp_path / "one").glob("*/*/*/*.pkl"))) == 2
