@@ -258,6 +258,10 @@ def test_a_run_directory_or_a_checkpoint_alone_is_enough_to_test(tiny, tmp_path,
     capsys.readouterr()
     assert main(["test", str(elsewhere)]) == 2
     assert "not a run directory (no config.yaml)" in capsys.readouterr().err
+    bare = elsewhere / "opengait.pt"  # an OpenGait-style checkpoint: weights only, no config
+    torch.save({"model": load_checkpoint(checkpoint)["model"]}, bare)
+    assert main(["test", "--checkpoint", str(bare)]) == 2
+    assert "holds no config (an OpenGait checkpoint?): give the config too" in capsys.readouterr().err
 
 
 def test_a_loaded_model_is_ready_to_embed(tiny):
