@@ -10,22 +10,106 @@ from pathlib import Path
 
 from .registry import ConfigError
 
+# Commands that never run torch: they skip setting its thread count (importing torch takes seconds).
+NO_TORCH_COMMANDS = ("synth", "pretreat", "pack", "unpack", "data")
+
 # Errors that mean "the input is wrong", printed as one line; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ConfigError, ValueError, OSError, KeyError, FloatingPointError)
 
 
+def main_process() -> bool:
+    """False in the processes torchrun starts besides rank 0: they work but do not talk."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
-    print(f"warning: {message}", file=sys.stderr)
+    if main_process():
+        print(f"warning: {message}", file=sys.stderr)
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="run config (YAML, OpenGait schema)")
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples keep their lines; every option with a default says it, unless its help already does."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = any(action.default is x for x in (None, False, argparse.SUPPRESS)) or action.default == []
+        if "default" in text or not action.option_strings or unset:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+# Shown under each command's --help.
+EXAMPLES = {
+    "train": """\
+Writes checkpoints, train.log, metrics.jsonl, config.yaml and TensorBoard events into
+<output_root>/<dataset_name>/<model>/<save_name>/ (output_root defaults to ./output).
+CONFIG is a file, or a shipped config by name (gaitset/gaitset.yaml, or gaitset when unique).
+A --set value is YAML: numbers, true/false, lists in brackets (quote them for the shell).
+
+examples:
+  gaitrec train configs/gaitset/gaitset.yaml --set data_cfg.dataset_root=/data/CASIA-B-pkl
+  gaitrec train gaitset --set data_cfg.dataset_root=synthgait \\
+      --set data_cfg.dataset_partition=synthgait/partition.json \\
+      --set trainer_cfg.total_iter=1000 --set 'trainer_cfg.sampler.batch_size=[4,4]'
+  gaitrec train configs/gaitgl/gaitgl.yaml --resume
+  torchrun --nproc_per_node 8 -m gaitrec train configs/gaitgl/gaitgl.yaml""",
+    "test": """\
+examples:
+  gaitrec test output/SynthGait/Baseline/Baseline_SynthGait          # a run directory: its config, newest checkpoint
+  gaitrec test --checkpoint output/.../checkpoints/GaitSet-40000.pt  # a gaitrec checkpoint carries its config
+  gaitrec test configs/gaitgl/gaitgl.yaml --checkpoint GaitGL-80000.pt --set data_cfg.dataset_root=/data/CASIA-B-pkl""",
+    "evaluate": """\
+examples:
+  gaitrec evaluate run/test/features.npz --protocol casia-b
+  gaitrec evaluate features.npz --protocol gait3d --metric cos --rerank --json
+  gaitrec evaluate features.npz --protocol oumvlp --output report/""",
+    "params": """\
+examples:
+  gaitrec params configs/gaitgl/gaitgl_OUMVLP.yaml
+  gaitrec params gaitset --json""",
+    "demo": """\
+Takes a few minutes on a laptop CPU (see README, "Measured figures"); --iterations shortens it.
+
+examples:
+  gaitrec demo
+  gaitrec demo --iterations 100 --output demo-quick""",
+    "synth": """\
+examples:
+  gaitrec synth --output synthgait
+  gaitrec synth --output small --subjects 8 --frames 20 --views 000,090 --types nm-01,nm-05,bg-01,cl-01
+  gaitrec synth --preview sheet.png --views 000,090""",
+    "pretreat": """\
+examples:
+  gaitrec pretreat /data/CASIA-B-raw /data/CASIA-B-pkl --dataset casia-b
+  gaitrec pretreat /data/GREW-raw /data/GREW-store --dataset grew --format store""",
+    "pack": """\
+example:
+  gaitrec pack /data/CASIA-B-pkl /data/CASIA-B-store""",
+    "unpack": """\
+example:
+  gaitrec unpack /data/CASIA-B-store /data/CASIA-B-pkl""",
+    "data": """\
+example:
+  gaitrec data info /data/CASIA-B-pkl --partition datasets/CASIA-B/CASIA-B.json --sheet sheet.png""",
+}
+
+
+def add_config_args(p: argparse.ArgumentParser, run_dir: bool = False) -> None:
+    if run_dir:
+        p.add_argument("config", nargs="?", metavar="CONFIG_OR_RUN_DIR",
+                       help="run config (a YAML file in OpenGait's schema, or a shipped config by name), or a "
+                       "run directory written by gaitrec train "
+                       "(its config.yaml and newest checkpoint); may be left out with --checkpoint")
+    else:
+        p.add_argument("config", help="run config: a YAML file in OpenGait's schema, or a shipped config by name "
+                       "(gaitset/gaitset.yaml, or gaitset when unique)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set trainer_cfg.total_iter=100 (repeatable)")
+                   help="override a config value, e.g. --set trainer_cfg.total_iter=100 or "
+                   "--set 'trainer_cfg.sampler.batch_size=[4,4]' (repeatable)")
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if available, else cpu)")
 
 
 def load(args):
@@ -44,31 +128,21 @@ def cmd_train(args) -> int:
         from .evaluation.report import print_table
 
         print(print_table(result["test"]))
-    print(f"run directory: {result['run_dir']}")
+    if main_process():
+        print(f"run directory: {result['run_dir']}")
     return 0
 
 
 def cmd_test(args) -> int:
     from .engine import distributed
-    from .engine.checkpoint import checkpoint_path
-    from .engine.inference import load_trained_model, run_test
-    from .engine.trainer import run_dir_of
+    from .engine.inference import load_trained_model, resolve_test_target, run_test
     from .evaluation.report import print_table
 
-    cfg = load(args)
-    ev = cfg["evaluator_cfg"]
-    if args.checkpoint:
-        path = Path(args.checkpoint)
-    elif isinstance(ev["restore_hint"], str):
-        path = Path(ev["restore_hint"])
-    elif ev["restore_hint"] > 0:
-        path = checkpoint_path(run_dir_of(cfg, ev["save_name"]), ev["save_name"], ev["restore_hint"])
-    else:
-        raise ConfigError("no checkpoint: pass --checkpoint PATH or set evaluator_cfg.restore_hint")
+    cfg, path, run_dir = resolve_test_target(args.config, args.checkpoint, args.overrides)
     ctx = distributed.init(args.device)
-    model = load_trained_model(cfg, path, ctx.device, strict=ev["restore_ckpt_strict"])
-    output = Path(args.output) if args.output else run_dir_of(cfg, ev["save_name"]) / "test" / path.stem
-    result = run_test(cfg, model, ctx, output, overwrite=args.overwrite, progress=not args.quiet)
+    model = load_trained_model(cfg, path, ctx.device, strict=cfg["evaluator_cfg"]["restore_ckpt_strict"])
+    output = Path(args.output) if args.output else run_dir / "test" / path.stem
+    result = run_test(cfg, model, ctx, output, overwrite=args.overwrite, progress=not args.quiet, checkpoint=path)
     if result is not None:
         print(print_table(result))
         print(f"features and report: {output}")
@@ -78,7 +152,7 @@ def cmd_test(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluation.features import load_features
     from .evaluation.protocols import evaluate
-    from .evaluation.report import print_table, write_report
+    from .evaluation.report import print_table, rounded, write_report
 
     if args.probe_set and args.protocol != "gait3d":
         raise ValueError(f"--probe-set applies to the gait3d protocol only, not {args.protocol}")
@@ -87,7 +161,7 @@ def cmd_evaluate(args) -> int:
     if args.output:
         write_report(result, args.output, overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(rounded(result), indent=2))
     else:
         print(print_table(result))
     return 0
@@ -147,7 +221,9 @@ def cmd_synth(args) -> int:
     from .synth import generate_dataset, write_preview
 
     if args.preview:
-        write_preview(args.preview, seed=args.seed, size=args.size)
+        shown = {k: v for k, v in (("subjects", args.subjects), ("frames", args.frames), ("views", args.views),
+                                   ("types", args.types)) if v is not None}
+        write_preview(args.preview, seed=args.seed, size=args.size, **shown)
         print(f"preview: {args.preview}")
     if args.output:
         options = {k: v for k, v in (("subjects", args.subjects), ("frames", args.frames), ("views", args.views),
@@ -353,10 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("test", help="embed the test set with a checkpoint, save features.npz and evaluate")
-    add_config_args(p)
+    add_config_args(p, run_dir=True)
     add_device_arg(p)
-    p.add_argument("--checkpoint", help="checkpoint file (gaitrec or OpenGait); default: evaluator_cfg.restore_hint")
-    p.add_argument("--output", help="directory for features.npz and the report")
+    p.add_argument("--checkpoint", help="checkpoint file (gaitrec or OpenGait; alone, a gaitrec checkpoint brings "
+                   "its own config); default: a run directory's newest checkpoint (pass "
+                   "RUN_DIR/checkpoints/<save_name>-best.pt for the best), or the config's evaluator_cfg.restore_hint")
+    p.add_argument("--output", help="directory for features.npz and the report "
+                   "(default: <run directory>/test/<checkpoint name>)")
     p.add_argument("--overwrite", action="store_true", help="replace results already in --output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_test)
@@ -364,12 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a features.npz with a benchmark protocol")
     p.add_argument("features", help="features.npz written by gaitrec test")
     p.add_argument("--protocol", required=True,
-                   help="casia-b, casia-b-cross-view, oumvlp, casia-e, sustech1k, grew, grew-submission, gait3d")
+                   help="casia-b, casia-b-cross-view, oumvlp, oumvlp-cross-view, casia-e, sustech1k, grew, "
+                   "grew-submission, gait3d")
     p.add_argument("--metric", choices=["euc", "cos"], default="euc", help="distance (default: euc)")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
-    p.add_argument("--probe-set", help="partition JSON with PROBE_SET (gait3d)")
+    p.add_argument("--probe-set", help="partition JSON with PROBE_SET (gait3d; default: the shipped Gait3D.json)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--output", help="also write the report (results.json, tables, plots) here")
+    p.add_argument("--output", help="also write the report (results.json, tables, plots) here (default: print only)")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --output")
     p.set_defaults(func=cmd_evaluate)
 
@@ -409,15 +489,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("synth", help="generate the SynthGait synthetic dataset")
-    p.add_argument("--output", help="dataset directory (new, empty, or an existing SynthGait dataset)")
-    p.add_argument("--subjects", type=int, default=None, help="number of subjects")
-    p.add_argument("--frames", type=int, default=None, help="frames per sequence")
+    p.add_argument("--output", help="dataset directory (new, empty, or an existing SynthGait dataset; default: none, preview only)")
+    p.add_argument("--subjects", type=int, default=None, help="number of subjects (default: 50)")
+    p.add_argument("--frames", type=int, default=None, help="frames per sequence (default: 30)")
     p.add_argument("--size", type=int, default=64, help="output frame size (default 64)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--views", type=lambda text: text.split(","), help="comma-separated subset of views, e.g. 000,090")
-    p.add_argument("--types", type=lambda text: text.split(","), help="comma-separated subset of types, e.g. nm-01,cl-01")
+    p.add_argument("--views", type=lambda text: text.split(","), help="comma-separated subset of views, e.g. 000,090 (default: all 11)")
+    p.add_argument("--types", type=lambda text: text.split(","), help="comma-separated subset of types, e.g. nm-01,cl-01 (default: all 10)")
     p.add_argument("--raw", action="store_true", help="write full-frame PNGs in CASIA-B's raw layout")
-    p.add_argument("--preview", help="write a contact sheet PNG")
+    p.add_argument("--preview", help="write a contact sheet PNG of the chosen views and types (default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
@@ -427,30 +507,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="casia-b", choices=["casia-b", "oumvlp", "grew", "gait3d"],
                    help="raw layout (default casia-b)")
     p.add_argument("--img-size", type=int, default=64, help="output height and width (default 64; GLN uses 128)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel processes (default: the cores not busy with other work, or $GAITREC_THREADS)")
     p.add_argument("--format", default="pkl", choices=["pkl", "store"], help="output format")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretreat)
 
     p = sub.add_parser("pack", help="convert a pkl-layout dataset into a packed store")
-    p.add_argument("pkl_root")
-    p.add_argument("store_root")
+    p.add_argument("pkl_root", help="dataset in OpenGait's layout <subject>/<type>/<view>/*.pkl")
+    p.add_argument("store_root", help="packed store to create (a new or empty directory)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pack)
 
     p = sub.add_parser("unpack", help="convert a packed store back into the pkl layout")
-    p.add_argument("store_root")
-    p.add_argument("pkl_root")
+    p.add_argument("store_root", help="packed store written by gaitrec pack or pretreat --format store")
+    p.add_argument("pkl_root", help="directory to write OpenGait's .pkl layout into")
     p.set_defaults(func=cmd_unpack)
 
     p = sub.add_parser("data", help="dataset inspection")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     q = data_sub.add_parser("info", help="subjects, sequences, frame counts and gaps of a dataset")
     q.add_argument("root", help="dataset root (pkl layout or packed store)")
-    q.add_argument("--partition", help="partition JSON to check the dataset against")
-    q.add_argument("--sheet", help="write a contact sheet PNG of random sequences")
+    q.add_argument("--partition", help="partition JSON to check the dataset against (default: none)")
+    q.add_argument("--sheet", help="write a contact sheet PNG of random sequences (default: none)")
     q.add_argument("--json", action="store_true", help="print as JSON")
     q.set_defaults(func=cmd_data_info)
+    q.epilog, q.formatter_class = EXAMPLES["data"], HelpFormatter
 
     model_note = ("Without --config/--checkpoint the model shipped with gaitrec is used. SOURCE: a pretreated "
                   ".pkl sequence, a folder of them, or a video (file, or folder of frames).")
@@ -502,7 +584,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "model_config) or OUT.json")
     q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=cmd_gallery)
+    for name, command in sub.choices.items():
+        command.formatter_class = HelpFormatter
+        command.epilog = command.epilog or EXAMPLES.get(name)
     return parser
+
+
+def command_name(args) -> str:
+    """``gaitrec train``, ``gaitrec data info``: how a message names the command that failed."""
+    sub = getattr(args, "data_command", None)
+    return f"gaitrec {args.command}" + (f" {sub}" if sub else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -510,17 +601,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.showwarning = _one_line_warnings
     try:
-        return args.func(args)
+        if args.command not in NO_TORCH_COMMANDS:
+            from .threads import apply_thread_count
+
+            apply_thread_count()
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # `gaitrec evaluate ... | head`: the reader has what it wanted; stop quietly, as other Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as err:
         if os.environ.get("GAITREC_DEBUG"):
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if isinstance(err, KeyError):
             message = str(err.args[0]) if err.args else "missing key"
-        print(f"gaitrec {args.command}: error: {message}", file=sys.stderr)
+        print(f"{command_name(args)}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"gaitrec {args.command}: interrupted", file=sys.stderr)
+        print(f"{command_name(args)}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -88,17 +88,80 @@ def parse_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
+# Leading bytes of files people pass by mistake where a config belongs.
+BINARY_SIGNATURES = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"PK\x03\x04": "a zip archive",
+                     b"\x93NUMPY": "a NumPy array"}
+
+
 def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from a text file; every way of not being one is a ConfigError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a config file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    raw = path.read_bytes()
+    kind = next((what for magic, what in BINARY_SIGNATURES.items() if raw.startswith(magic)), None)
     try:
-        data = parse_yaml(path.read_text())
+        if kind or b"\x00" in raw[:4096]:
+            raise UnicodeDecodeError("utf-8", raw[:1], 0, 1, "binary")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML text file ({kind or 'binary content'})") from None
+    try:
+        data = parse_yaml(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+        raise ConfigError(f"{path}: not valid YAML, {yaml_problem(err, text)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    """PyYAML's multi-line report (with a caret diagram) as one line: where, what, and the line's text."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return problem
+    lines = text.splitlines()
+    source = lines[mark.line].strip() if mark.line < len(lines) else ""
+    where = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context = getattr(err, "context", None)
+    context_mark = getattr(err, "context_mark", None)
+    if context and context_mark is not None:
+        where += f" ({context} opened at line {context_mark.line + 1})"
+    return where + (f": {source!r}" if source else "")
+
+
+def find_config(name: str | Path) -> Path:
+    """The config file ``name`` names: a path that exists, else a shipped config by its path under
+    ``configs/`` (``gaitset/gaitset.yaml``) or its bare name when unique (``gaitset``). A miss lists the
+    shipped configs with close names."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = sorted(p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*.yaml")
+                     if p != DEFAULT_CONFIG)
+    text = path.as_posix()
+    text = text[len("configs/"):] if text.startswith("configs/") else text
+    for candidate in (text, text + ".yaml"):
+        if candidate in shipped:
+            return CONFIG_DIR / candidate
+    if "/" not in text:
+        bare = text.lower().removesuffix(".yaml")
+        matches = ([s for s in shipped if Path(s).stem.lower() == bare]
+                   or [s for s in shipped if s.split("/")[0].lower() == bare])
+        if len(matches) == 1:
+            return CONFIG_DIR / matches[0]
+        if matches:
+            raise ConfigError(f"config {name!r} is not a file here and names several shipped configs: "
+                              f"{', '.join(matches)}")
+    import difflib
+
+    stems = {Path(s).stem.lower(): s for s in shipped}
+    close = [stems[s] for s in difflib.get_close_matches(Path(text).stem.lower(), list(stems), n=5, cutoff=0.6)]
+    raise ConfigError(f"config file not found: {name}"
+                      + (f" (shipped configs with a close name: {', '.join(close)})" if close else ""))
 
 
 def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
@@ -140,7 +203,10 @@ def _step(node, key: str, where: str):
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = (), validate_config: bool = True) -> dict:
-    """Read a run config, merge it over the defaults, apply overrides and validate it."""
+    """Read a run config, merge it over the defaults, apply overrides and validate it.
+
+    ``path`` may also name a shipped config (see ``find_config``)."""
+    path = find_config(path)
     user = read_yaml(path)
     unknown = [k for k in user if k not in SECTIONS]
     for key in unknown:
@@ -155,9 +221,28 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), validate_config
         if user.get(section, {}).get(key, defaults[section][key]) != defaults[section][key]:
             defaults[section] = {}
     cfg = merge(defaults, user)
+    return config_from_dict(cfg, overrides, source=str(path), validate_config=validate_config)
+
+
+def config_from_dict(cfg: dict, overrides: Iterable[str] = (), source: str = "<config>",
+                     validate_config: bool = True) -> dict:
+    """Apply overrides to a complete config (a file merged over the defaults, or the one a checkpoint
+    stores) and validate it.
+
+    OpenGait's configs test the schedule's last checkpoint (``evaluator_cfg.restore_hint`` equals
+    ``trainer_cfg.total_iter``); when ``--set`` changes ``total_iter`` alone, the hint follows it so that
+    testing the run finds its last checkpoint.
+    """
+    overrides = list(overrides)
+    planned = cfg.get("trainer_cfg", {}).get("total_iter")
     cfg = apply_overrides(cfg, overrides)
+    trainer, evaluator = cfg.get("trainer_cfg", {}), cfg.get("evaluator_cfg", {})
+    hint_set = any(item.split("=", 1)[0].strip() == "evaluator_cfg.restore_hint" for item in overrides)
+    if (not hint_set and trainer.get("total_iter") != planned and isinstance(evaluator, dict)
+            and evaluator.get("restore_hint") == planned and isinstance(planned, int) and planned > 0):
+        evaluator["restore_hint"] = trainer["total_iter"]
     if validate_config:
-        validate(cfg, source=str(path))
+        validate(cfg, source=source)
     return cfg
 
 
@@ -288,6 +373,10 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     _check_sampler(cfg["evaluator_cfg"]["sampler"], "evaluator_cfg.sampler", source, training=False)
     _check_transforms(cfg["trainer_cfg"]["transform"], "trainer_cfg.transform", source)
     _check_transforms(cfg["evaluator_cfg"]["transform"], "evaluator_cfg.transform", source)
+    for key in ("total_iter", "save_iter", "log_iter"):
+        if cfg["trainer_cfg"][key] <= 0:
+            raise ConfigError(f"{source}: trainer_cfg.{key} must be a positive number of iterations, "
+                              f"got {cfg['trainer_cfg'][key]}")
     if cfg["trainer_cfg"].get("amp_dtype") not in (None, "float16", "bfloat16"):
         raise ConfigError(f"{source}: trainer_cfg.amp_dtype must be float16 or bfloat16, "
                           f"got {cfg['trainer_cfg']['amp_dtype']!r}")

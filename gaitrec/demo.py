@@ -36,7 +36,12 @@ def run_demo(output: str | None = None, data: str | None = None, iterations: int
     from .evaluation.report import print_table
     from .synth import generate_dataset
     from .synth.dataset import FORMAT_VERSION
+    from .threads import apply_thread_count
 
+    apply_thread_count()
+
+    if iterations is not None and iterations < 1:
+        raise ValueError(f"--iterations must be at least 1, got {iterations}")
     started = time.perf_counter()
     data_dir = Path(data) if data else cache_dir() / (
         f"synthgait-v{FORMAT_VERSION}-" + "{subjects}s-{frames}f-{size}px-seed{seed}".format(**DEMO_DATA))
@@ -55,7 +60,8 @@ def run_demo(output: str | None = None, data: str | None = None, iterations: int
     # Reload the final checkpoint: what the demo tests is exactly what a user would load.
     ctx = init()
     checkpoint = checkpoint_path(trained["run_dir"], cfg["trainer_cfg"]["save_name"], trained["iteration"])
-    result = run_test(cfg, load_trained_model(cfg, checkpoint, ctx.device), ctx, out_dir, progress=progress)
+    result = run_test(cfg, load_trained_model(cfg, checkpoint, ctx.device), ctx, out_dir, progress=progress,
+                      checkpoint=checkpoint)
     print(print_table(result))
     minutes = (time.perf_counter() - started) / 60
     print(f"demo finished in {minutes:.1f} min; results, features and heatmaps: {out_dir}")

@@ -8,7 +8,10 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     """``None`` or "auto": CUDA when available, else the CPU. Asking for CUDA without one is an error."""
     if requested is None or requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"--device {requested}: not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was asked for but CUDA is not available; use cpu")
     return device

@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from gaitrec.data.pickle_io import save_array
+
+# Tests run beside other work on few cores: one thread each, here and in every `gaitrec` subprocess (the
+# CLI reads GAITREC_THREADS), so that timings do not depend on oversubscription.
+torch.set_num_threads(1)
+os.environ["GAITREC_THREADS"] = "1"
 
 
 def write_constructed_dataset(root: Path, subjects=("001", "002", "003"), types=("nm-01", "nm-02"),

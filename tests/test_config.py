@@ -135,8 +135,12 @@ def test_every_shipped_config_loads():
 
     paths = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.name != "default.yaml")
     assert len(paths) >= 20
+    import warnings
+
     for path in paths:
-        cfg = load_config(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a shipped config warns about none of its own keys at every use
+            cfg = load_config(path)
         assert cfg["model_cfg"]["model"]
 
 
@@ -151,3 +155,47 @@ def test_unknown_protocol_is_caught_at_load_time(tmp_path):
 def test_each_stage_takes_its_own_sampler(tmp_path):
     with pytest.raises(ConfigError, match="trainer_cfg.sampler.type must be TripletSampler, got 'InferenceSampler'"):
         load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  sampler:\n    type: InferenceSampler\n"))
+
+
+@pytest.mark.parametrize("value", ["-5", "0"])
+def test_a_schedule_of_no_iterations_is_refused_naming_the_key(tmp_path, value):
+    with pytest.raises(ConfigError, match=f"trainer_cfg.total_iter must be a positive number of iterations, got {value}"):
+        load_config(write(tmp_path, BASELINE_MODEL), [f"trainer_cfg.total_iter={value}"])
+
+
+def test_the_evaluator_follows_an_overridden_schedule_unless_told_otherwise(tmp_path):
+    path = write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  total_iter: 400\nevaluator_cfg:\n  restore_hint: 400\n")
+    assert load_config(path, ["trainer_cfg.total_iter=100"])["evaluator_cfg"]["restore_hint"] == 100
+    assert load_config(path, ["trainer_cfg.total_iter=100", "evaluator_cfg.restore_hint=400"]
+                       )["evaluator_cfg"]["restore_hint"] == 400
+
+
+def test_shipped_configs_by_name_from_any_directory(tmp_path, monkeypatch):
+    from gaitrec.config import CONFIG_DIR, find_config
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    assert find_config("gaitset/gaitset.yaml") == CONFIG_DIR / "gaitset" / "gaitset.yaml"
+    assert find_config("configs/gaitgl/gaitgl.yaml") == CONFIG_DIR / "gaitgl" / "gaitgl.yaml"
+    assert find_config("gaitset") == CONFIG_DIR / "gaitset" / "gaitset.yaml"
+    assert load_config("gaitset")["model_cfg"]["model"] == "GaitSet"
+    with pytest.raises(ConfigError, match="names several shipped configs: gln/gln_phase1.yaml, gln/gln_phase2.yaml"):
+        find_config("gln")
+    with pytest.raises(ConfigError, match="config file not found: gaitsett \\(shipped configs with a close name: "
+                                          "gaitset/gaitset.yaml"):
+        find_config("gaitsett")
+    (tmp_path / "gaitset").write_text("model_cfg: {model: Baseline}\n")  # a file here wins over a shipped name
+    assert find_config("gaitset").resolve() == tmp_path / "gaitset"
+
+
+def test_files_that_are_not_configs_are_named_in_one_line(tmp_path):
+    png = tmp_path / "sheet.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(ConfigError, match="sheet.png: not a YAML text file \\(a PNG image\\)"):
+        load_config(png)
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "model_cfg:\n  bin_num: [1, 2\ntrainer_cfg: {}\n"))
+    message = str(err.value)
+    assert "\n" not in message and "not valid YAML, line 3, column" in message
+    assert "opened at line 2" in message

@@ -200,3 +200,21 @@ def test_remove_no_gallery_drops_subjects_without_gallery(tmp_path):
     assert {test.info(i).subject for i in range(len(test))} == {"00001"} and len(test) == 4
     with pytest.raises(ConfigError, match="applies to OUMVLP only"):
         build_datasets({**cfg, "dataset_name": "CASIA-B", "remove_no_gallery": True}, train=False)
+
+
+def test_a_benchmark_partition_on_another_dataset_names_the_file_key_and_the_dataset_s_own(tmp_path):
+    # A SynthGait-like dataset (subjects 001-003, its own partition.json) trained with a CASIA-B config.
+    from conftest import write_constructed_dataset
+
+    root = write_constructed_dataset(tmp_path / "synth")
+    (root / "partition.json").write_text('{"TRAIN_SET": ["001", "002"], "TEST_SET": ["003"]}')
+    data_cfg = {"dataset_root": str(root), "dataset_name": "CASIA-B",
+                "dataset_partition": "./datasets/CASIA-B/CASIA-B.json"}
+    with pytest.raises(ConfigError) as err:
+        build_datasets(data_cfg)
+    message = str(err.value)
+    assert "TEST_SET of the partition" in message and "CASIA-B.json" in message
+    assert "data_cfg.dataset_partition: ./datasets/CASIA-B/CASIA-B.json" in message
+    assert f"--set data_cfg.dataset_partition={root / 'partition.json'}" in message
+    train_set, test_set = build_datasets({**data_cfg, "dataset_partition": str(root / "partition.json")})
+    assert test_set.subjects == ["003"]

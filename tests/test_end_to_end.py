@@ -85,6 +85,10 @@ def test_params_command(tmp_path):
      "unknown model 'Basline'. Did you mean 'Baseline'?"),
     (["test", str(CONFIG_DIR / "baseline" / "baseline.yaml"), "--checkpoint", "none.pt"], "not found"),
     (["synth"], "nothing to do"),
+    (["demo", "--iterations", "0"], "--iterations must be at least 1, got 0"),
+    (["train", str(CONFIG_DIR / "demo" / "baseline_synthgait.yaml"), "--device", "tpu"],
+     "gaitrec train: error: --device tpu: not a device; use cpu, cuda or cuda:N"),
+    (["data", "info", "nowhere"], "gaitrec data info: error:"),
 ])
 def test_bad_input_gives_one_line_and_non_zero_exit(args, message):
     proc = run_cli(*args)
@@ -97,3 +101,61 @@ def test_every_subcommand_has_help():
     for cmd in ("train", "test", "evaluate", "params", "demo", "synth", "pretreat", "pack", "unpack", "data"):
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0 and "usage: gaitrec" in proc.stdout, cmd
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    # `gaitrec evaluate ... | head`: the pipe closes before gaitrec writes; it exits 0 without a word.
+    from gaitrec.evaluation.features import save_features
+
+    views, types = ["000", "090"], [f"nm-0{i}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"]
+    rows = [(s, t, v) for s in ("001", "002") for t in types for v in views]
+    emb = np.stack([np.full((4, 2), int(s), np.float32) for s, _, _ in rows])
+    save_features(tmp_path / "f.npz", emb, *zip(*rows))
+    proc = subprocess.Popen([sys.executable, "-m", "gaitrec", "evaluate", str(tmp_path / "f.npz"), "--protocol",
+                             "casia-b", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    assert proc.stderr.read() == b""
+
+
+def test_only_rank_0_talks_under_torchrun(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("model_cfg:\n  model: Baseline\n  backbone_cfg: {type: Plain, in_channels: 1, layers_cfg: [BC-4]}\n"
+                      "  SeparateFCs: {in_channels: 4, out_channels: 4, parts_num: 1}\n"
+                      "  SeparateBNNecks: {class_num: 2, in_channels: 4, parts_num: 1}\n  bin_num: [1]\n"
+                      "trainer_cfg:\n  fix_layers: false\n")  # a key that warns
+    assert main(["params", str(config)]) == 0
+    assert "warning: " in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")
+    assert main(["params", str(config)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def _commands(parser, prefix="gaitrec"):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix} {name}", sub
+                yield from _commands(sub, f"{prefix} {name}")
+
+
+def test_help_describes_every_argument_shows_defaults_and_examples():
+    from gaitrec.cli import build_parser
+    from gaitrec.evaluation.protocols import PROTOCOLS
+
+    commands = dict(_commands(build_parser()))
+    for name, parser in commands.items():
+        text = parser.format_help()
+        assert "example" in text, name
+        for action in parser._actions:
+            if action.dest == "help" or action.nargs == 0 or action.dest in ("command", "data_command"):
+                continue  # flags: off unless given
+            assert action.help, f"{name}: {action.dest} has no description"
+            if action.option_strings and not action.required and action.dest != "overrides":
+                assert "default" in parser._get_formatter()._get_help_string(action), f"{name} {action.dest}"
+    protocol = next(a for a in commands["gaitrec evaluate"]._actions if a.dest == "protocol")
+    assert protocol.help.split(", ") == list(PROTOCOLS)
+    train = commands["gaitrec train"].format_help()
+    assert "<output_root>/<dataset_name>/<model>/<save_name>/" in train and "batch_size=[4,4]" in train

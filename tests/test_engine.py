@@ -232,3 +232,53 @@ def test_fp16_grad_scaler_logs_skipped_steps(tiny):
                       "trainer_cfg.save_name=fp16"), progress=False, test_at_end=False)
     assert all(np.isfinite(h["loss"]) for h in ok["history"])
     assert "grow" not in (ok["run_dir"] / "train.log").read_text()
+
+
+def test_a_run_directory_or_a_checkpoint_alone_is_enough_to_test(tiny, tmp_path, monkeypatch, capsys):
+    from gaitrec.cli import main
+
+    hinted = tmp_path / "hinted.yaml"  # as OpenGait's configs: the evaluator tests the schedule's last iteration
+    hinted.write_text(tiny.read_text().replace("evaluator_cfg:\n", "evaluator_cfg:\n  restore_hint: 6\n"))
+    monkeypatch.chdir(tmp_path)
+    cfg = cfg_of(hinted, "trainer_cfg.total_iter=3", f"trainer_cfg.output_root=out")
+    assert cfg["evaluator_cfg"]["restore_hint"] == 3  # follows the overridden schedule
+    run = train(cfg, progress=False, test_at_end=False)["run_dir"]
+    saved = load_config(run / "config.yaml")
+    assert os.path.isabs(saved["data_cfg"]["dataset_root"]) and os.path.isabs(saved["trainer_cfg"]["output_root"])
+    assert saved["evaluator_cfg"]["restore_hint"] == 3
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the run's own paths, not the working directory, locate its data
+    assert main(["test", str(tmp_path / run), "--quiet"]) == 0
+    assert (tmp_path / run / "test" / "tiny-00003" / "features.npz").is_file()
+    checkpoint = tmp_path / run / "checkpoints" / "tiny-00003.pt"
+    assert main(["test", "--checkpoint", str(checkpoint), "--output", "alone", "--quiet"]) == 0
+    assert (elsewhere / "alone" / "features.npz").is_file()
+    capsys.readouterr()
+    assert main(["test", str(elsewhere)]) == 2
+    assert "not a run directory (no config.yaml)" in capsys.readouterr().err
+    bare = elsewhere / "opengait.pt"  # an OpenGait-style checkpoint: weights only, no config
+    torch.save({"model": load_checkpoint(checkpoint)["model"]}, bare)
+    assert main(["test", "--checkpoint", str(bare)]) == 2
+    assert "holds no config (an OpenGait checkpoint?): give the config too" in capsys.readouterr().err
+
+
+def test_a_loaded_model_is_ready_to_embed(tiny):
+    from gaitrec.engine.inference import load_trained_model
+
+    cfg = cfg_of(tiny, "trainer_cfg.total_iter=3")
+    run = train(cfg, progress=False, test_at_end=False)["run_dir"]
+    model = load_trained_model(cfg, run / "checkpoints" / "tiny-00003.pt", torch.device("cpu"))
+    assert not any(m.training for m in model.modules())  # batch norm on running statistics, no dropout
+
+
+def test_log_lines_report_the_interval_mean_and_an_eta_without_a_bar_off_terminal(tiny, capsys):
+    run = train(cfg_of(tiny, "trainer_cfg.log_iter=3"), progress=True, test_at_end=False)["run_dir"]
+    err = capsys.readouterr().err
+    assert "it/s" not in err and "s/it" not in err  # stderr is not a terminal here: no tqdm redraws
+    times = [json.loads(x)["time/iteration"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = [x for x in (run / "train.log").read_text().splitlines() if "iteration 3/6:" in x]
+    assert len(lines) == 1 and "mean of the last 3; eta" in lines[0]
+    logged = float(lines[0].split("time/iteration=")[1].split(",")[0])
+    assert logged == pytest.approx(sum(times[:3]) / 3, rel=2e-3)

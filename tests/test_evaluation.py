@@ -312,7 +312,7 @@ def test_write_report_files_and_overwrite(tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert "| | 000 | 090 | 180 | mean |" in markdown and "| NM | 100.00 | 100.00 | 100.00 | 100.00 |" in markdown
     assert (tmp_path / "heatmap_NM.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+    with pytest.raises(FileExistsError, match=r"refusing to overwrite it \(pass --overwrite to replace it\)"):
         report.write_report(result, tmp_path)
     assert len(report.write_report(result, tmp_path, overwrite=True)) == 5
 
@@ -324,3 +324,36 @@ def test_write_report_cmc_and_submission(tmp_path):
     written = report.write_report(evaluate(features(rows), "grew-submission", device="cpu"), tmp_path / "sub")
     assert (tmp_path / "sub" / "submission.csv").read_text().splitlines()[1].startswith("v1,1,")
     assert "csv" not in json.loads((tmp_path / "sub" / "results.json").read_text())
+
+
+def test_probes_without_a_gallery_subject_are_counted_in_a_warning():
+    # Probes labelled p0.. and gallery g0..: nothing can match; the all-zero table must not pass silently.
+    rows = [(("g" if t in protocols.CASIA_B_GALLERY else "p") + str(s), t, v, s)
+            for s in range(2) for t in CASIA_B_TYPES for v in ("000", "090")]
+    with pytest.warns(UserWarning, match="casia-b: 24 of 24 probe sequences have no gallery sequence of their "
+                                         "subject and count as misses; no probe can match"):
+        result = evaluate(features(rows), "casia-b", device="cpu")
+    assert set(result["results"].values()) == {0.0}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matching subjects: no warning
+        evaluate(casia_b_perfect(), "casia-b", device="cpu")
+
+
+def test_reported_figures_are_rounded_as_the_protocols_report_them(tmp_path, capsys):
+    result = {"protocol": "casia-b", "metric": "euc", "results": {"NM-rank1": 37.501999999999995},
+              "per_view": {"NM": {"000": 37.501999999999995, "090": 37.5}}}
+    report.write_report(result, tmp_path)
+    text = (tmp_path / "results.json").read_text()
+    assert "37.501999" not in text and json.loads(text)["results"]["NM-rank1"] == 37.5
+
+
+def test_heatmap_blanks_the_excluded_diagonal_and_names_model_checkpoint_and_metric():
+    result = {"model": "GaitSet", "checkpoint": "GaitSet-40000.pt", "protocol": "casia-b", "metric": "cos"}
+    title = report.report_title(result)
+    assert title == "GaitSet GaitSet-40000.pt | casia-b (metric cos)"
+    figure = report.heatmap_figure("NM", ["000", "090", "180"], np.full((3, 3), 50.0), title)
+    axes = figure.axes[0]
+    assert axes.images[0].get_array().mask.tolist() == np.eye(3, dtype=bool).tolist()
+    assert len(axes.texts) == 6  # numbers on the six cross-view cells only
+    assert "GaitSet-40000.pt" in axes.get_title() and "metric cos" in axes.get_title()

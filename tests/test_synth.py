@@ -218,3 +218,24 @@ def test_raw_output_through_gaitrec_pretreat_gives_the_pretreated_layout(tmp_pat
         ours, direct = load_array(tmp_path / "pretreated" / rel), load_array(tmp_path / "direct" / rel)
         assert ours.dtype == np.uint8 and ours.shape[1:] == (64, 64)
         assert abs(len(ours) - len(direct)) <= 2  # the same walk, up to frames the artefacts emptied
+
+
+def test_preview_shows_the_chosen_views_and_types_without_empty_tiles(tmp_path):
+    from gaitrec.cli import main
+    from gaitrec.synth.preview import GAP, preview_sheet
+
+    size = 32
+    sheet, labels, columns = preview_sheet(size=size, subjects=2, views=("000", "090"), types=("nm-01", "cl-01"),
+                                           frames=8)
+    assert columns == ["view 000", "view 090"]
+    assert labels == ["001 nm-01", "001 cl-01", "002 nm-01", "002 cl-01", "001 nm-01 090 walking"]
+    tile = size + GAP
+    assert sheet.shape == (len(labels) * tile + GAP, 2 * tile + GAP)
+    for r in range(len(labels)):
+        for c in range(2):  # every tile holds a silhouette
+            assert sheet[GAP + r * tile:GAP + r * tile + size, GAP + c * tile:GAP + c * tile + size].max() == 255
+    assert main(["synth", "--preview", str(tmp_path / "p.png"), "--views", "000,090", "--types", "nm-01",
+                 "--subjects", "1", "--frames", "8", "--size", "32"]) == 0
+    image = cv2.imread(str(tmp_path / "p.png"))
+    assert image is not None and image.shape[1] < 400  # two columns wide, not eight
+    assert main(["synth", "--preview", str(tmp_path / "q.png"), "--views", "045"]) == 2

@@ -199,6 +199,10 @@ def build_datasets(data_cfg: dict, train: bool = True, test: bool = True) -> tup
     partition = read_partition(partition_file) if partition_file else None
     if partition is None and train and test:
         warnings.warn("no dataset_partition: every subject is in both the train and the test set")
+    if partition is not None:
+        for key, wanted in (("TRAIN_SET", train), ("TEST_SET", test)):
+            if wanted:
+                check_partition_matches(source, partition[key], key, partition_file, data_cfg)
     common = dict(cache=data_cfg.get("cache", False), skip_bad=data_cfg.get("skip_bad_sequences", False))
     train_set = test_set = None
     if train:
@@ -208,6 +212,26 @@ def build_datasets(data_cfg: dict, train: bool = True, test: bool = True) -> tup
         if data_cfg.get("remove_no_gallery"):
             remove_probes_without_gallery(test_set, data_cfg.get("test_dataset_name") or data_cfg.get("dataset_name"))
     return train_set, test_set
+
+
+def check_partition_matches(source: SequenceSource, subjects: Sequence[str], key: str, partition_file: Path,
+                            data_cfg: dict) -> None:
+    """Some sequence on disk must belong to the partition's ``key`` subjects, else say which partition was
+    used and why (a benchmark config's partition applied to another dataset is the usual cause)."""
+    wanted = set(subjects)
+    if any(s.subject in wanted for s in source.sequences):
+        return
+    configured = data_cfg.get("dataset_partition")
+    origin = (f"data_cfg.dataset_partition: {configured}" if configured
+              else f"the default partition of data_cfg.dataset_name {data_cfg.get('dataset_name')!r}")
+    message = (f"{key} of the partition {partition_file} ({origin}) names no subject of the "
+               f"{len({s.subject for s in source.sequences})} found under {data_cfg['dataset_root']}")
+    own = Path(data_cfg["dataset_root"]) / "partition.json"
+    if own.is_file() and own.resolve() != Path(partition_file).resolve():
+        message += (f"; the dataset has its own partition: pass --set data_cfg.dataset_partition={own}")
+    else:
+        message += "; set data_cfg.dataset_partition to this dataset's partition JSON"
+    raise ConfigError(message)
 
 
 # Gallery types per dataset for ``remove_no_gallery`` (OU-MVLP: type 01 is the gallery, 00 the probes).

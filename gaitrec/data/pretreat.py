@@ -225,7 +225,8 @@ def pretreat(input_root: str | Path, output_root: str | Path, dataset: str = "CA
     """Pretreat a raw dataset into ``.pkl`` files or a packed store; returns a summary (see ``format_summary``).
 
     Sequences whose output file already exists are not redone, so an interrupted run resumes. ``workers``
-    processes work in parallel (default: every CPU; 0 or 1 runs in this process).
+    processes work in parallel (default: the free cores, see ``gaitrec.threads``; 0 or 1 runs in this
+    process).
     """
     from . import store
 
@@ -259,7 +260,9 @@ def pretreat(input_root: str | Path, output_root: str | Path, dataset: str = "CA
         "frames_dropped": Counter(), "skipped": [], "short": [],
     }
     if workers is None:
-        workers = os.cpu_count() or 1
+        from ..threads import choose_threads
+
+        workers = choose_threads()
     bar = tqdm(total=len(jobs), desc=f"pretreat {dataset}", unit="seq", disable=not progress)
     if workers > 1 and len(jobs) > 1:
         with multiprocessing.Pool(min(workers, len(jobs))) as pool:

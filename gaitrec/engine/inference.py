@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -16,6 +17,11 @@ from ..evaluation.features import save_features
 from .distributed import DistContext
 
 log = logging.getLogger("gaitrec")
+
+
+def interactive() -> bool:
+    """Whether progress bars have a terminal to draw on (in a log file each redraw would be a line)."""
+    return sys.stderr.isatty()
 
 
 def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
@@ -34,13 +40,69 @@ def place_model(model: torch.nn.Module, device: torch.device, channels_last: boo
 
 def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, strict: bool = True
                        ) -> torch.nn.Module:
-    """The config's model with a checkpoint's weights (gaitrec's or OpenGait's), placed on ``device``."""
+    """The config's model with a checkpoint's weights (gaitrec's or OpenGait's), placed on ``device``, in
+    eval mode (batch norm uses its running statistics: the model is ready to embed)."""
     from ..models import create_model
     from .checkpoint import load_checkpoint, load_model_weights
 
     model = create_model(cfg["model_cfg"])
     load_model_weights(model, load_checkpoint(checkpoint), strict=strict, where=str(checkpoint))
-    return place_model(model, device, cfg["trainer_cfg"].get("channels_last", False))
+    return place_model(model, device, cfg["trainer_cfg"].get("channels_last", False)).eval()
+
+
+def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None = None,
+                        overrides: list[str] | tuple = ()) -> tuple[dict, Path, Path]:
+    """What ``gaitrec test`` tests: ``(config, checkpoint, run directory)``.
+
+    ``target`` is a config file or a run directory (holding ``config.yaml`` and ``checkpoints/``), or None
+    with a ``checkpoint`` that carries its config (every gaitrec checkpoint does). Without ``checkpoint`` a
+    run directory gives its newest checkpoint and a config its ``evaluator_cfg.restore_hint``.
+    """
+    from ..config import config_from_dict, load_config
+    from ..registry import ConfigError
+    from .checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
+    from .trainer import run_dir_of
+
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if target is None:
+        if checkpoint is None:
+            raise ConfigError("nothing to test: give a config, a run directory or --checkpoint PATH")
+        saved = checkpoint.parent.parent / "config.yaml"
+        stored = load_checkpoint(checkpoint).get("config")
+        if isinstance(stored, dict):
+            cfg = config_from_dict(stored, overrides, source=f"{checkpoint} (its stored config)")
+        elif saved.is_file():
+            cfg = load_config(saved, overrides)
+        else:
+            raise ConfigError(f"{checkpoint} holds no config (an OpenGait checkpoint?): give the config too, "
+                              f"gaitrec test CONFIG --checkpoint {checkpoint}")
+        run_dir = checkpoint.parent.parent if saved.is_file() else run_dir_of(cfg, cfg["evaluator_cfg"]["save_name"])
+        return cfg, checkpoint, run_dir
+    target = Path(target)
+    if target.is_dir():
+        saved = target / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"{target} is a directory but not a run directory (no config.yaml): give a run "
+                              "directory written by gaitrec train, or a config file")
+        cfg = load_config(saved, overrides)
+        if checkpoint is None:
+            found = list_checkpoints(target, cfg["trainer_cfg"]["save_name"])
+            if not found:
+                raise FileNotFoundError(f"{target / 'checkpoints'}: no checkpoint of "
+                                        f"{cfg['trainer_cfg']['save_name']!r} to test")
+            checkpoint = found[-1][1]
+        return cfg, checkpoint, target
+    cfg = load_config(target, overrides)
+    ev = cfg["evaluator_cfg"]
+    run_dir = run_dir_of(cfg, ev["save_name"])
+    if checkpoint is None:
+        if isinstance(ev["restore_hint"], str):
+            checkpoint = Path(ev["restore_hint"])
+        elif ev["restore_hint"] > 0:
+            checkpoint = checkpoint_path(run_dir, ev["save_name"], ev["restore_hint"])
+        else:
+            raise ConfigError("no checkpoint: pass --checkpoint PATH or set evaluator_cfg.restore_hint")
+    return cfg, checkpoint, run_dir
 
 
 @torch.no_grad()
@@ -65,7 +127,8 @@ def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg
                                          num_workers=num_workers)
     model.eval()
     indices, chunks = [], []
-    for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0, dynamic_ncols=True):
+    for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0 or not interactive(),
+                      dynamic_ncols=True):
         chunks.append(embed_batch(model, batch, evaluator_cfg, ctx.device))
         indices.extend(batch["indices"])
     embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0, 0), np.float32)
@@ -98,9 +161,10 @@ def evaluate_config(cfg: dict, features: dict) -> dict:
 
 
 def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Path, overwrite: bool = False,
-             progress: bool = True, test_set: GaitDataset | None = None) -> dict | None:
+             progress: bool = True, test_set: GaitDataset | None = None, checkpoint: str | Path | None = None
+             ) -> dict | None:
     """Embed the test set, write ``features.npz`` and the report into ``output_dir``; returns the result on
-    rank 0 (None on other ranks)."""
+    rank 0 (None on other ranks). The result names the model and ``checkpoint`` (file name) it came from."""
     from ..evaluation.report import write_report
 
     output_dir = Path(output_dir)
@@ -114,6 +178,8 @@ def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Pa
         return None
     output_dir.mkdir(parents=True, exist_ok=True)
     save_features(output_dir / "features.npz", overwrite=overwrite, **features)
-    result = evaluate_config(cfg, features)
+    result = {"model": cfg["model_cfg"]["model"], **evaluate_config(cfg, features)}
+    if checkpoint is not None:
+        result["checkpoint"] = Path(checkpoint).name
     write_report(result, output_dir, overwrite=overwrite)
     return result

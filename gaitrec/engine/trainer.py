@@ -2,6 +2,7 @@
 inference and logging are small helpers called from the loop."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ from ..registry import ConfigError
 from . import distributed as dist_utils
 from .checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, load_model_weights, prune_checkpoints,
                          save_checkpoint)
-from .inference import place_model, run_test
+from .inference import interactive, place_model, run_test
 
 log = logging.getLogger("gaitrec")
 
@@ -35,6 +36,24 @@ def run_dir_of(cfg: dict, save_name: str | None = None) -> Path:
     trainer = cfg["trainer_cfg"]
     return (Path(trainer.get("output_root", "output")) / cfg["data_cfg"]["dataset_name"]
             / cfg["model_cfg"]["model"] / (save_name or trainer["save_name"]))
+
+
+def config_for_run(cfg: dict) -> dict:
+    """``cfg`` with its paths absolute (dataset root, the partition file actually used, output root), so that
+    the copy a run stores (``config.yaml``, each checkpoint's ``config``) tests the run from any directory."""
+    from ..data.dataset import resolve_partition
+
+    cfg = copy.deepcopy(cfg)
+    data = cfg["data_cfg"]
+    data["dataset_root"] = str(Path(data["dataset_root"]).resolve())
+    partition = resolve_partition(data.get("dataset_partition"), data.get("dataset_name"))
+    if partition is not None:
+        data["dataset_partition"] = str(Path(partition).resolve())
+    cfg["trainer_cfg"]["output_root"] = str(Path(cfg["trainer_cfg"].get("output_root", "output")).resolve())
+    for section in ("trainer_cfg", "evaluator_cfg"):
+        if isinstance(cfg[section].get("restore_hint"), str):
+            cfg[section]["restore_hint"] = str(Path(cfg[section]["restore_hint"]).resolve())
+    return cfg
 
 
 def set_seed(seed: int) -> None:
@@ -147,13 +166,15 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
           test_at_end: bool = True) -> dict:
     """Train the model of ``cfg``; returns ``{"run_dir", "iteration", "history", "test"}``."""
     ctx = dist_utils.init(device)
+    cfg = config_for_run(cfg)
     trainer = cfg["trainer_cfg"]
     run_dir = run_dir_of(cfg)
     setup_logging(run_dir, "train.log", ctx.rank)
     set_seed(trainer["seed"] + ctx.rank)
     if ctx.rank == 0:
         (run_dir / "config.yaml").write_text(dump(cfg))
-    log.info("run directory %s, device %s, %d process(es)", run_dir, ctx.device, ctx.world_size)
+    log.info("run directory %s, device %s, %d process(es), %d CPU thread(s)", run_dir, ctx.device, ctx.world_size,
+             torch.get_num_threads())
 
     # The test set is listed (and, with data_cfg.cache, loaded) once, not at every test during training.
     train_set, test_set = build_datasets(cfg["data_cfg"], test=trainer["with_test"] or test_at_end)
@@ -235,6 +256,16 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     return {"run_dir": run_dir, "iteration": iteration, "history": monitor.history, "test": test_result}
 
 
+def format_duration(seconds: float) -> str:
+    """``42s``, ``7m05s``, ``3h02m``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 class Monitor:
     """Where a run reports: progress bar, log file, ``metrics.jsonl``, TensorBoard, best checkpoint (rank 0)."""
 
@@ -242,8 +273,11 @@ class Monitor:
         self.run_dir, self.ctx, self.cfg, self.start = run_dir, ctx, trainer_cfg, start
         self.main = ctx.rank == 0
         self.writer = dist_utils.summary_writer(run_dir, ctx)
+        # A bar only on a terminal: in a log file tqdm's redraws become hundreds of lines; there the log line
+        # every log_iter iterations (with its ETA) is the progress report.
         self.bar = tqdm(total=trainer_cfg["total_iter"], initial=start, desc="train",
-                        disable=not progress or not self.main, dynamic_ncols=True)
+                        disable=not (progress and self.main and interactive()), dynamic_ncols=True)
+        self.interval_seconds: list[float] = []  # iteration times since the last log line
         self.history: list[dict] = []
         self.best: float | None = None
         self.metrics = open(run_dir / "metrics.jsonl", "a") if self.main else None
@@ -260,9 +294,17 @@ class Monitor:
         if iteration == self.start + 1 or iteration % self.cfg["save_iter"] == 0:
             frames = sils.detach().reshape(-1, 1, *sils.shape[-2:])[:16].float().cpu()
             self.writer.add_images("input/silhouettes", frames, iteration)
-        if iteration % self.cfg["log_iter"] == 0 or iteration == self.cfg["total_iter"]:
+        self.interval_seconds.append(logged["time/iteration"])
+        total = self.cfg["total_iter"]
+        if iteration % self.cfg["log_iter"] == 0 or iteration == total:
             self.metrics.flush()
-            log.info("iteration %d: %s", iteration, ", ".join(f"{k}={v:.4g}" for k, v in logged.items()))
+            # One slow or fast iteration says little: the line reports the mean since the previous line.
+            mean = sum(self.interval_seconds) / len(self.interval_seconds)
+            shown = {**logged, "time/iteration": mean}
+            log.info("iteration %d/%d: %s (time/iteration: mean of the last %d; eta %s)", iteration, total,
+                     ", ".join(f"{k}={v:.4g}" for k, v in shown.items()), len(self.interval_seconds),
+                     format_duration(mean * (total - iteration)))
+            self.interval_seconds = []
 
     def keep_best(self, result: dict | None, checkpoint: Path, iteration: int) -> None:
         """Copy ``checkpoint`` to ``<save_name>-best.pt`` when ``best_metric`` improved."""
@@ -314,7 +356,8 @@ def test_during_training(cfg, model, ctx, test_set, run_dir: Path, iteration: in
     """Test the current weights, log the results, and return them (rank 0; None elsewhere)."""
     was_training = model.training
     result = run_test(cfg, model, ctx, output_dir=run_dir / "test" / f"{iteration:05d}", overwrite=True,
-                      progress=False, test_set=test_set)
+                      progress=False, test_set=test_set,
+                      checkpoint=checkpoint_path(run_dir, cfg["trainer_cfg"]["save_name"], iteration))
     if was_training:
         model.train()
         if cfg["trainer_cfg"]["fix_BN"]:

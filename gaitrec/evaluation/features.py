@@ -19,7 +19,7 @@ def save_features(path: str | Path, embeddings, labels, types, views, overwrite:
     """Write features atomically; refuses to replace an existing file unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; refusing to overwrite it (pass overwrite to replace it)")
+        raise FileExistsError(f"{path} exists; refusing to overwrite it (pass --overwrite to replace it)")
     arrays = {
         "embeddings": np.asarray(embeddings, dtype=np.float32),
         "labels": np.asarray([str(x) for x in labels]),

@@ -12,6 +12,7 @@ Figures are percentages. Each cell is rounded where OpenGait rounds it; the aggr
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -152,6 +153,8 @@ def single_view_gallery(
         gallery_of_view[view] = index
     # Gallery ordered by view: each view is one contiguous slice of the distance columns.
     gallery_index = np.concatenate([gallery_of_view[v] for v in view_list])
+    all_probes = np.any([_type_mask(types, wanted, substring) for wanted in probe_types.values()], axis=0)
+    warn_unmatched(labels[all_probes & np.isin(views, view_list)], labels[gallery_index], where)
     bounds = np.cumsum([0] + [len(gallery_of_view[v]) for v in view_list]).tolist()
     gallery_emb = emb[gallery_index]
 
@@ -190,6 +193,17 @@ def single_view_gallery(
     if cmc:
         out["cmc"] = cmc
     return out
+
+
+def warn_unmatched(probe_labels: np.ndarray, gallery_labels: np.ndarray, where: str) -> int:
+    """Warn when probes have no gallery sequence of their subject: they can only count as misses, and when
+    none has one the table is all zeros (usually probes and gallery from different subject lists)."""
+    unmatched = int(np.sum(~np.isin(probe_labels, gallery_labels)))
+    if unmatched:
+        warnings.warn(f"{where}: {unmatched} of {len(probe_labels)} probe sequences have no gallery sequence of "
+                      "their subject and count as misses"
+                      + ("; no probe can match, so every figure is 0" if unmatched == len(probe_labels) else ""))
+    return unmatched
 
 
 def _exclude_identical_views(accuracy: np.ndarray) -> np.ndarray:
@@ -289,6 +303,7 @@ def grew(features: dict, distances: _Distances, **_) -> dict:
     """GREW labelled split: gallery type 01, probes type 02, rank-1/5/10/20 (rounded to 2 decimals)."""
     emb, labels, types = features["embeddings"], features["labels"], features["types"]
     probe_index, gallery_index = _split_by_type(types, GREW_PROBE, GREW_GALLERY, "grew")
+    warn_unmatched(labels[probe_index], labels[gallery_index], "grew")
     idx = distances.nearest(emb[probe_index], emb[gallery_index], 20)
     hits = rank_k_hits(labels[gallery_index][idx], labels[probe_index])
     curve = percent_rounded(hits, len(probe_index))

@@ -101,6 +101,24 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+REPORTED_DECIMALS = 2  # every benchmark's figures are reported as percentages with 2 decimals
+
+
+def rounded(result: dict, decimals: int = REPORTED_DECIMALS) -> dict:
+    """``result`` with every float rounded to the precision the protocols report: a mean of rounded cells
+    is 37.5, not 37.501999999999995."""
+    def walk(value):
+        if isinstance(value, float):
+            return round(value, decimals)
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(result)
+
+
 def _png(figure) -> bytes:
     # A figure with its own Agg canvas: no pyplot, no global backend switch.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -112,25 +130,41 @@ def _png(figure) -> bytes:
 
 
 def heatmap_png(condition: str, views: list[str], accuracy, title: str = "") -> bytes:
-    """Probe view x gallery view rank-1 accuracy as a PNG."""
+    """Probe view x gallery view rank-1 accuracy as a PNG (see ``heatmap_figure``)."""
+    return _png(heatmap_figure(condition, views, accuracy, title))
+
+
+def heatmap_figure(condition: str, views: list[str], accuracy, title: str = ""):
+    """Probe view x gallery view rank-1 accuracy as a matplotlib Figure. The identical-view diagonal,
+    which the protocols leave out of every mean, is drawn grey with no number."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     accuracy = np.asarray(accuracy, dtype=float)
+    diagonal = np.eye(len(views), dtype=bool)
     size = 1.6 + 0.55 * len(views)
-    figure = Figure(figsize=(size + 1.2, size))
+    figure = Figure(figsize=(size + 1.2, size + 0.4))
     axes = figure.add_subplot()
-    image = axes.imshow(accuracy, vmin=0, vmax=100, cmap="viridis")
+    cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
+    image = axes.imshow(np.ma.masked_array(accuracy, diagonal), vmin=0, vmax=100, cmap=cmap)
     axes.set_xticks(range(len(views)), views, rotation=90 if len(views) > 8 else 0)
     axes.set_yticks(range(len(views)), views)
-    axes.set_xlabel("gallery view")
+    axes.set_xlabel("gallery view (grey: same view, excluded from the means)")
     axes.set_ylabel("probe view")
-    axes.set_title(f"{title} {condition} rank-1 (%)".strip())
+    axes.set_title(f"{title}\n{condition} rank-1 (%)".strip(), fontsize=9)
     if len(views) <= 16:
         for (i, j), value in np.ndenumerate(accuracy):
-            axes.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
-                      color="white" if value < 60 else "black")
+            if i != j:
+                axes.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                          color="white" if value < 60 else "black")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    return _png(figure)
+    return figure
+
+
+def report_title(result: dict) -> str:
+    """What a figure shows: the model and checkpoint where the result names them, the protocol and metric."""
+    source = " ".join(str(result[k]) for k in ("model", "checkpoint") if result.get(k))
+    return " | ".join(part for part in (source, _title(result)) if part)
 
 
 def cmc_png(curves: dict[str, list[float]], title: str = "") -> bytes:
@@ -166,9 +200,9 @@ def write_report(result: dict, out_dir, overwrite: bool = False) -> list[Path]:
     out_dir = Path(out_dir)
     json_path = out_dir / "results.json"
     if json_path.exists() and not overwrite:
-        raise FileExistsError(f"{json_path} exists; refusing to overwrite it (pass overwrite to replace it)")
+        raise FileExistsError(f"{json_path} exists; refusing to overwrite it (pass --overwrite to replace it)")
     outputs: dict[Path, bytes] = {}
-    stored = {k: v for k, v in result.items() if k != "csv"}
+    stored = rounded({k: v for k, v in result.items() if k != "csv"})
     if "csv" in result:
         outputs[out_dir / "submission.csv"] = result["csv"].encode()
         stored["submission"] = "submission.csv"
@@ -178,7 +212,7 @@ def write_report(result: dict, out_dir, overwrite: bool = False) -> list[Path]:
         raise ValueError(f"result is not JSON-serialisable ({err})") from None
     outputs[json_path] = (text + "\n").encode()
     outputs[out_dir / "results.md"] = markdown_table(result).encode()
-    title = result.get("protocol", "")
+    title = report_title(result)
     for condition, cell in (result.get("matrix") or {}).items():
         outputs[out_dir / f"heatmap_{_file_name(condition)}.png"] = heatmap_png(
             condition, cell["views"], cell["accuracy"], title)

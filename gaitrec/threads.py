@@ -1,0 +1,58 @@
+"""How many CPU threads to use: one rule for torch's intra-op threads and automatically sized worker pools.
+
+torch starts one thread per core whatever else runs there. On a shared or busy machine the threads then
+wait for each other at every operator (with two busy processes on 2 cores, a demo training iteration took
+twice as long on torch's 2 threads as on 1; see benchmarks/bench_threads.py), so the count follows the
+cores actually free.
+"""
+from __future__ import annotations
+
+import os
+
+ENV_VAR = "GAITREC_THREADS"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity; a container's limit shows here, not in cpu_count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _positive_int(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}={text!r} must be a positive number of threads")
+    return value
+
+
+def choose_threads(environ: dict | None = None, cores: int | None = None, load: float | None = None) -> int:
+    """Threads for one process: ``GAITREC_THREADS`` if set, else ``OMP_NUM_THREADS`` if set, else the cores
+    not busy with other work (usable cores minus the 1-minute load average, at least 1), shared among the
+    processes torchrun started on this machine."""
+    environ = os.environ if environ is None else environ
+    for name in (ENV_VAR, "OMP_NUM_THREADS"):
+        if environ.get(name, "").strip():
+            return _positive_int(environ[name].strip(), name)
+    cores = usable_cores() if cores is None else cores
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    free = max(1, min(cores, round(cores - load)))
+    local_processes = int(environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, free // max(1, local_processes))
+
+
+def apply_thread_count(environ: dict | None = None) -> int:
+    """Set torch's intra-op thread count by ``choose_threads`` and return it (call once, at start-up)."""
+    import torch
+
+    threads = choose_threads(environ)
+    torch.set_num_threads(threads)
+    return threads

@@ -1,0 +1,72 @@
+"""The thread-count rule: free cores, not every core, unless the user says otherwise."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gaitrec.cli import main
+from gaitrec.config import CONFIG_DIR
+from gaitrec.threads import choose_threads
+
+
+def test_busy_machine_gets_the_free_cores_only():
+    assert choose_threads({}, cores=2, load=2.4) == 1  # two busy neighbours on 2 cores: one thread, not two
+    assert choose_threads({}, cores=8, load=2.0) == 6
+    assert choose_threads({}, cores=4, load=0.0) == 4
+    assert choose_threads({}, cores=4, load=9.0) == 1
+
+
+def test_torchrun_processes_share_the_free_cores():
+    assert choose_threads({"LOCAL_WORLD_SIZE": "4"}, cores=16, load=0.0) == 4
+
+
+def test_user_settings_win_over_the_load():
+    assert choose_threads({"GAITREC_THREADS": "3", "OMP_NUM_THREADS": "5"}, cores=2, load=2.0) == 3
+    assert choose_threads({"OMP_NUM_THREADS": "5"}, cores=2, load=2.0) == 5
+
+
+def test_a_bad_thread_count_is_one_line_exit_2(monkeypatch, capsys):
+    with pytest.raises(ValueError, match="GAITREC_THREADS='many'"):
+        choose_threads({"GAITREC_THREADS": "many"})
+    monkeypatch.setenv("GAITREC_THREADS", "0")
+    assert main(["params", str(CONFIG_DIR / "gaitset" / "gaitset.yaml")]) == 2
+    assert "GAITREC_THREADS='0' must be a positive number of threads" in capsys.readouterr().err
+
+
+def test_cli_applies_the_count_at_start(monkeypatch):
+    monkeypatch.setenv("GAITREC_THREADS", "2")
+    try:
+        assert main(["params", str(CONFIG_DIR / "gaitset" / "gaitset.yaml")]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_pretreatment_sizes_its_pool_by_the_same_rule(tmp_path, monkeypatch):
+    import gaitrec.data.pretreat as pretreat_module
+    from gaitrec.synth import generate_dataset
+
+    generate_dataset(tmp_path / "raw", raw=True, subjects=1, frames=4, views=["000"], types=["nm-01", "nm-02"],
+                     progress=False)
+    sizes = []
+
+    class RecordingPool:  # stands in for multiprocessing.Pool: records its size, runs the jobs here
+        def __init__(self, processes):
+            sizes.append(processes)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def imap_unordered(self, func, jobs, chunksize=1):
+            return map(func, jobs)
+
+    monkeypatch.setattr(pretreat_module.multiprocessing, "Pool", RecordingPool)
+    monkeypatch.setenv("GAITREC_THREADS", "2")
+    pretreat_module.pretreat(tmp_path / "raw", tmp_path / "two", progress=False)
+    monkeypatch.setenv("GAITREC_THREADS", "1")
+    pretreat_module.pretreat(tmp_path / "raw", tmp_path / "one", progress=False)
+    assert sizes == [2]  # one free core: no pool at all
+    assert len(list((tmp_path / "one").glob("*/*/*/*.pkl"))) == 2
