@@ -1,0 +1,213 @@
+"""People as foreground blobs: background subtraction, clean-up, and blobs that look like one person.
+
+OpenCV's MOG2 (or KNN) models every pixel's background colour; shadows it recognises (value 127) are
+removed. The model starts from a background estimated over the first frames (their per-pixel median,
+with each frame's own noise kept where it is close to that median), so that a person standing in the
+first frame is not learnt as background and the noise statistics are right from the start. Blobs are
+cleaned with an opening and a closing sized from the frame, joined when they are fragments of one
+person stacked vertically (legs cut from the torso), split at the valley of their column profile when
+they are too wide for one person, and kept when they are tall enough and taller than wide.
+
+Everything runs at a processing size (``Segmenter.scale``); detections are reported in that size and
+mapped back to the input frame by the caller (``extract``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SHADOW = 127  # the value MOG2/KNN give pixels they classify as shadow
+
+
+@dataclass
+class Detection:
+    """One person-like blob: ``box`` (x, y, w, h) and ``mask`` (uint8 0/255, the box's size) in
+    processing pixels; ``parts`` counts the connected components joined into it."""
+
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
+    parts: int = 1
+    split: bool = False  # cut out of a wider blob
+
+    @property
+    def area(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes (x, y, w, h)."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = min(ax + aw, bx + bw) - max(ax, bx)
+    ih = min(ay + ah, by + bh) - max(ay, by)
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / float(aw * ah + bw * bh - inter)
+
+
+def box_cover(inner, outer) -> float:
+    """Fraction of box ``inner``'s area that lies inside box ``outer``."""
+    ix, iy, iw, ih = inner
+    ox, oy, ow, oh = outer
+    w = min(ix + iw, ox + ow) - max(ix, ox)
+    h = min(iy + ih, oy + oh) - max(iy, oy)
+    if w <= 0 or h <= 0 or iw <= 0 or ih <= 0:
+        return 0.0
+    return w * h / float(iw * ih)
+
+
+class Segmenter:
+    """Frame -> foreground mask -> person detections, at ``scale`` times the input size.
+
+    ``min_height`` and ``min_area`` are in input-frame pixels; ``max_aspect`` is the largest width/height
+    of one person; ``split_aspect`` the width/height above which a blob is tried as two people.
+    """
+
+    def __init__(self, frame_size: tuple[int, int], scale: float = 1.0, subtractor: str = "mog2",
+                 history: int = 500, var_threshold: float = 16.0, min_height: int = 40, min_area: int = 200,
+                 max_aspect: float = 1.2, split_aspect: float = 0.8, warmup: int = 50):
+        if subtractor not in ("mog2", "knn"):
+            raise ValueError(f"unknown background subtractor {subtractor!r}: use mog2 or knn")
+        height, width = frame_size
+        self.scale = scale
+        self.size = (max(1, round(width * scale)), max(1, round(height * scale)))  # (w, h) for cv2.resize
+        if subtractor == "mog2":
+            self.model = cv2.createBackgroundSubtractorMOG2(history, var_threshold, True)
+        else:
+            # KNN's threshold is a squared distance in grey levels; 400 is its default for MOG2's 16.
+            self.model = cv2.createBackgroundSubtractorKNN(history, var_threshold * 25.0, True)
+        self.min_height = min_height * scale
+        self.min_area = min_area * scale * scale
+        self.max_aspect = max_aspect
+        self.split_aspect = split_aspect
+        self.warmup = warmup
+        side = max(self.size[1] // 120, 1)  # morphology scaled with the frame: 1 px per 120 rows
+        self.open_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * side + 1, 2 * side + 1))
+        self.close_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * side + 1, 4 * side + 1))
+        # A tall thin closing bridges the gap between a torso and legs that came apart, never two people
+        # side by side.
+        self.bridge_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 6 * side + 1))
+        self.started = False
+
+    def prepare(self, frame: np.ndarray) -> np.ndarray:
+        """The frame at processing size."""
+        if self.scale == 1.0:
+            return frame
+        return cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+
+    def start(self, first_frames: list[np.ndarray]) -> None:
+        """Seed the background model from the first frames (already at processing size)."""
+        if not first_frames:
+            return
+        stack = np.stack(first_frames[:: max(1, len(first_frames) // 25)])
+        median = np.median(stack, axis=0).astype(np.uint8)
+        for index, frame in enumerate(first_frames):
+            # Keep each frame's noise where it is close to the median; elsewhere (someone walking) the median.
+            far = np.abs(frame.astype(np.int16) - median).sum(axis=2) > 45
+            clean = frame.copy()
+            clean[far] = median[far]
+            self.model.apply(clean, learningRate=1.0 / (index + 1))
+        self.started = True
+
+    def foreground(self, frame: np.ndarray) -> np.ndarray:
+        """Binary foreground (0/255) of one frame at processing size, shadows removed, cleaned."""
+        mask = self.model.apply(frame)
+        mask[mask == SHADOW] = 0
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.open_kernel)
+        return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self.close_kernel)
+
+    def detect(self, frame: np.ndarray) -> tuple[np.ndarray, list[Detection]]:
+        """Foreground mask and person detections of one processing-size frame."""
+        mask = self.foreground(frame)
+        return mask, self.people(mask)
+
+    def people(self, mask: np.ndarray) -> list[Detection]:
+        """Person-like blobs of a clean foreground mask."""
+        bridged = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self.bridge_kernel)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(bridged, connectivity=8)
+        blobs = [list(map(int, stats[i, :4])) + [i] for i in range(1, count)
+                 if stats[i, cv2.CC_STAT_AREA] >= 0.25 * self.min_area]
+        groups = _join_fragments(blobs)
+        detections = []
+        for group in groups:
+            x0 = min(b[0] for b in group)
+            y0 = min(b[1] for b in group)
+            x1 = max(b[0] + b[2] for b in group)
+            y1 = max(b[1] + b[3] for b in group)
+            region = np.isin(labels[y0:y1, x0:x1], [b[4] for b in group])
+            crop = np.where(region, mask[y0:y1, x0:x1], 0).astype(np.uint8)
+            for detection in self._split((x0, y0, x1 - x0, y1 - y0), crop, len(group)):
+                if self._is_person(detection):
+                    detections.append(detection)
+        return detections
+
+    def _is_person(self, d: Detection) -> bool:
+        x, y, w, h = d.box
+        return h >= self.min_height and d.area >= self.min_area and w <= self.max_aspect * h
+
+    def _split(self, box, crop: np.ndarray, parts: int) -> list[Detection]:
+        """One blob, or two when it is clearly two people side by side (a deep valley in the column
+        profile near the middle of a blob too wide for one person)."""
+        x, y, w, h = box
+        if w <= self.split_aspect * h or w < 8:
+            return [_tight(box, crop, parts)]
+        profile = cv2.blur((crop > 0).sum(axis=0).astype(np.float32)[None], (max(3, w // 15), 1))[0]
+        low, high = int(0.3 * w), int(0.7 * w)
+        valley = low + int(np.argmin(profile[low:high]))
+        left_peak, right_peak = profile[:valley].max(), profile[valley:].max()
+        if profile[valley] > 0.35 * min(left_peak, right_peak):
+            return [_tight(box, crop, parts)]
+        out = []
+        for a, b in ((0, valley), (valley, w)):
+            part = crop[:, a:b]
+            if part.any():
+                d = _tight((x + a, y, b - a, h), part, parts)
+                d.split = True
+                out.append(d)
+        return out
+
+
+def _tight(box, crop: np.ndarray, parts: int) -> Detection:
+    """A detection whose box is cropped to the mask's extent."""
+    x, y, w, h = box
+    rows = np.flatnonzero(crop.any(axis=1))
+    cols = np.flatnonzero(crop.any(axis=0))
+    if not len(rows):
+        return Detection((x, y, 0, 0), crop[:0, :0], parts)
+    crop = crop[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return Detection((x + int(cols[0]), y + int(rows[0]), crop.shape[1], crop.shape[0]), crop, parts)
+
+
+def _join_fragments(blobs: list[list[int]]) -> list[list[list[int]]]:
+    """Group blobs [x, y, w, h, label] that are pieces of one person: they overlap horizontally by most
+    of the narrower one and the vertical gap between them is small against the taller one."""
+    groups = [[b] for b in sorted(blobs, key=lambda b: -b[2] * b[3])]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(groups)):
+            for j in range(i + 1, len(groups)):
+                a, b = _extent(groups[i]), _extent(groups[j])
+                overlap = min(a[2], b[2]) - max(a[0], b[0])
+                narrower = min(a[2] - a[0], b[2] - b[0])
+                gap = max(a[1], b[1]) - min(a[3], b[3])
+                taller = max(a[3] - a[1], b[3] - b[1])
+                joined_height = max(a[3], b[3]) - min(a[1], b[1])
+                joined_width = max(a[2], b[2]) - min(a[0], b[0])
+                if (overlap >= 0.5 * narrower and gap <= 0.3 * taller
+                        and joined_width <= 0.9 * joined_height):
+                    groups[i] += groups.pop(j)
+                    merged = True
+                    break
+            if merged:
+                break
+    return groups
+
+
+def _extent(group: list[list[int]]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a group of blobs."""
+    return (min(b[0] for b in group), min(b[1] for b in group),
+            max(b[0] + b[2] for b in group), max(b[1] + b[3] for b in group))
