@@ -68,7 +68,8 @@ class Segmenter:
 
     def __init__(self, frame_size: tuple[int, int], scale: float = 1.0, subtractor: str = "mog2",
                  history: int = 500, var_threshold: float = 16.0, min_height: int = 40, min_area: int = 200,
-                 max_aspect: float = 1.2, split_aspect: float = 0.8, warmup: int = 50):
+                 max_aspect: float = 1.2, split_aspect: float = 0.8, warmup: int = 50,
+                 shadow_threshold: float = 0.5):
         if subtractor not in ("mog2", "knn"):
             raise ValueError(f"unknown background subtractor {subtractor!r}: use mog2 or knn")
         height, width = frame_size
@@ -76,6 +77,7 @@ class Segmenter:
         self.size = (max(1, round(width * scale)), max(1, round(height * scale)))  # (w, h) for cv2.resize
         if subtractor == "mog2":
             self.model = cv2.createBackgroundSubtractorMOG2(history, var_threshold, True)
+            self.model.setShadowThreshold(shadow_threshold)
         else:
             # KNN's threshold is a squared distance in grey levels; 400 is its default for MOG2's 16.
             self.model = cv2.createBackgroundSubtractorKNN(history, var_threshold * 25.0, True)
@@ -84,13 +86,14 @@ class Segmenter:
         self.max_aspect = max_aspect
         self.split_aspect = split_aspect
         self.warmup = warmup
-        side = max(self.size[1] // 120, 1)  # morphology scaled with the frame: 1 px per 120 rows
+        side = max(self.size[1] // 240, 1)  # morphology scaled with the frame: 1 px per 240 rows
         self.open_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * side + 1, 2 * side + 1))
-        self.close_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * side + 1, 4 * side + 1))
+        self.close_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * side + 1, 2 * side + 1))
         # A tall thin closing bridges the gap between a torso and legs that came apart, never two people
         # side by side.
         self.bridge_kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (1, 6 * side + 1))
         self.started = False
+        self.reference = 0.0  # mean brightness of the background the model was seeded with
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
         """The frame at processing size."""
@@ -110,10 +113,16 @@ class Segmenter:
             clean = frame.copy()
             clean[far] = median[far]
             self.model.apply(clean, learningRate=1.0 / (index + 1))
+        self.reference = float(median.mean())
         self.started = True
 
     def foreground(self, frame: np.ndarray) -> np.ndarray:
         """Binary foreground (0/255) of one frame at processing size, shadows removed, cleaned."""
+        # Global brightness drift (clouds, auto exposure) would light up every flat surface: bring the frame
+        # back to the brightness of the background it is compared with.
+        brightness = float(frame[::4, ::4].mean())
+        if brightness > 0 and abs(self.reference / brightness - 1.0) > 0.005:
+            frame = cv2.convertScaleAbs(frame, alpha=self.reference / brightness)
         mask = self.model.apply(frame)
         mask[mask == SHADOW] = 0
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.open_kernel)

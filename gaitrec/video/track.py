@@ -116,9 +116,15 @@ class Tracker:
             t.seen = False
         predicted = [t.predict(frame) for t in tracks]
         established = [t.hits >= self.confirm for t in tracks]
-        # A detection that covers the predictions of two established tracks is several people in one blob.
-        covers = [[i for i, p in enumerate(predicted) if established[i] and box_cover(p, d.box) >= 0.5]
-                  for d in detections]
+        # A detection that is the best match of two established tracks (it overlaps both predictions more
+        # than any other detection does) is several people in one blob.
+        covers: list[list[int]] = [[] for _ in detections]
+        for i, p in enumerate(predicted):
+            overlaps = [box_iou(p, d.box) for d in detections]
+            if established[i] and overlaps and max(overlaps) > 0.1:
+                j = int(np.argmax(overlaps))
+                if box_cover(p, detections[j].box) >= 0.3:
+                    covers[j].append(i)
         merged = [len(c) >= 2 for c in covers]
 
         pairs = []
