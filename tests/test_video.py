@@ -14,6 +14,7 @@ from gaitrec.cli import main
 from gaitrec.data.pickle_io import load_array
 from gaitrec.synth.street import Walker, render_street, score_tracks, write_video
 from gaitrec.video import ExtractOptions, extract_tracks, extract_video, iter_tracking, open_source
+from gaitrec.video.segment import legs_in_shadow
 
 SIZE = (240, 320)
 
@@ -52,10 +53,10 @@ def test_extraction_matches_ground_truth(separate):
     score = score_tracks(tracks, clip)
     assert score["tracks_per_walker"] == [1, 1, 1], score
     assert min(score["purity"]) >= 0.95, score
-    # Measured here: silhouette IoU 0.74, box IoU 0.79: one walker wears dark trousers that MOG2 calls
-    # shadow, so its legs are lost (about 0.97 box IoU for the other two walkers).
-    assert score["silhouette_iou"] > 0.7, score
-    assert score["box_iou"] > 0.75, score
+    # Measured here: silhouette IoU 0.78, box IoU 0.89. One walker wears dark trousers that MOG2 calls
+    # shadow: the part straight below the torso is taken back, the slanted rear leg is lost (box IoU 0.72
+    # for that walker, about 0.97 for the other two).
+    assert score["box_iou"] > 0.8, score
     for track in tracks:
         assert track.silhouettes.dtype == np.uint8 and track.silhouettes.shape[1:] == (64, 64)
         assert len(track.silhouettes) >= ExtractOptions().min_track_frames
@@ -191,3 +192,19 @@ def test_street_clip_is_deterministic_with_ground_truth():
     assert heights[0] > heights[1]
     person = a.frames[a.labels > 0]
     assert person.mean() < 230
+
+
+def test_dark_legs_are_taken_back_from_the_shadow():
+    """A torso above a long run of "shadow" (dark trousers) gets its legs back; a short run under the feet
+    (a cast shadow) and shadow beside the person stay shadow."""
+    foreground = np.zeros((40, 20), bool)
+    shadow = np.zeros((40, 20), bool)
+    foreground[2:18, 5:10] = True           # torso
+    shadow[18:34, 6:9] = True               # trousers, 16 rows
+    foreground[34:36, 6:9] = True           # shoes
+    shadow[36:38, 4:16] = True              # cast shadow under and beside the feet
+    foreground[10:20, 14:16] = True         # someone's arm, with a short shadow run below
+    shadow[20:23, 14:16] = True
+    legs = legs_in_shadow(shadow, foreground, min_run=8)
+    assert legs[18:34, 6:9].all()
+    assert not legs[36:38].any() and not legs[20:23, 14:16].any()
