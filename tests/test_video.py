@@ -208,3 +208,25 @@ def test_dark_legs_are_taken_back_from_the_shadow():
     legs = legs_in_shadow(shadow, foreground, min_run=8)
     assert legs[18:34, 6:9].all()
     assert not legs[36:38].any() and not legs[20:23, 14:16].any()
+
+
+def test_two_heads_are_found_only_on_two_people():
+    """The cut offered for two overlapping people: never on one walker's outline (any stride, arm swing),
+    between the heads on two walkers side by side."""
+    from gaitrec.video.segment import _between_heads
+
+    clip = render_street([Walker(35, 0, -40, 270, 6.0), Walker(35, 1, -25, 90, 7.0)], 40, SIZE, seed=46,
+                         shadows=False)
+    for k in range(2):
+        for t in clip.visible[k]:
+            box = clip.box(k, t)
+            if box[0] > 0 and box[0] + box[2] < SIZE[1]:  # whole body in view
+                x, y, w, h = box
+                assert _between_heads(clip.mask(k, t)[y:y + h, x:x + w].astype(np.uint8)) is None
+    # Two people side by side, one a little further: one blob, two heads.
+    pair = np.zeros((100, 80), np.uint8)
+    for centre, top in ((25, 5), (52, 15)):
+        cv2.ellipse(pair, (centre, top + 7), (6, 7), 0, 0, 360, 255, -1)          # head
+        cv2.rectangle(pair, (centre - 10, top + 14), (centre + 10, 95), 255, -1)  # body
+    cut = _between_heads(pair)
+    assert cut is not None and 31 <= cut <= 46

@@ -51,6 +51,12 @@ def _resolve(source: str | Path | FrameSource) -> FrameSource:
     return source if isinstance(source, FrameSource) else open_source(source)
 
 
+def _to_frame(d: Detection, scale: float) -> Detection:
+    """A detection with its box (and its pieces' boxes) in input-frame pixels."""
+    pieces = [_to_frame(p, scale) for p in d.pieces] if d.pieces else None
+    return Detection(tuple(int(round(v / scale)) for v in d.box), d.mask, d.parts, d.split, d.whole, pieces)
+
+
 def iter_tracking(source: str | Path | FrameSource, options: ExtractOptions | None = None
                   ) -> Generator[tuple[int, np.ndarray, list[Track]], None, list[Track]]:
     """Track people frame by frame: yields ``(frame_index, frame_bgr, active_tracks)`` (tracks confirmed
@@ -69,8 +75,7 @@ def iter_tracking(source: str | Path | FrameSource, options: ExtractOptions | No
     def step(index: int, frame: np.ndarray, small: np.ndarray) -> tuple[int, np.ndarray, list[Track]]:
         _, detections = segmenter.detect(small)
         # Boxes back to input pixels; masks stay at processing size (alignment rescales them anyway).
-        mapped = [Detection(tuple(int(round(v / scale)) for v in d.box), d.mask, d.parts, d.split)
-                  for d in detections]
+        mapped = [_to_frame(d, scale) for d in detections]
         return index, frame, tracker.update(index, mapped)
 
     buffered: list[tuple[np.ndarray, np.ndarray]] = []

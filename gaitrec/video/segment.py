@@ -31,6 +31,10 @@ class Detection:
     mask: np.ndarray
     parts: int = 1
     split: bool = False  # cut out of a wider blob
+    whole: bool = True   # False: cut through overlapping people, so its mask is no one's silhouette
+    # Two overlapping people's blob (two heads on its outline): the blob cut between the heads, which the
+    # tracker uses when the blob is not already explained as the merge of two followed people.
+    pieces: list["Detection"] | None = None
 
     @property
     def area(self) -> int:
@@ -166,7 +170,16 @@ class Segmenter:
         profile near the middle of a blob too wide for one person)."""
         x, y, w, h = box
         if w <= self.split_aspect * h or w < 8:
-            return [_tight(box, crop, parts)]
+            whole = _tight(box, crop, parts)
+            heads = _between_heads(crop) if w >= 0.45 * h else None
+            if heads is not None:  # two people overlapping: offer the cut between the heads
+                whole.pieces = []
+                for a, b in ((0, heads), (heads, w)):
+                    if crop[:, a:b].any():
+                        piece = _tight((x + a, y, b - a, h), crop[:, a:b], parts)
+                        piece.split, piece.whole = True, False
+                        whole.pieces.append(piece)
+            return [whole]
         profile = cv2.blur((crop > 0).sum(axis=0).astype(np.float32)[None], (max(3, w // 15), 1))[0]
         low, high = int(0.3 * w), int(0.7 * w)
         valley = low + int(np.argmin(profile[low:high]))
@@ -181,6 +194,30 @@ class Segmenter:
                 d.split = True
                 out.append(d)
         return out
+
+
+def _between_heads(crop: np.ndarray) -> int | None:
+    """The column between two heads, when the blob's top outline has two: two high points at least a
+    fifth of the blob's height apart horizontally, the lower within 0.28 of the height of the higher
+    (a far person is shorter), with the outline between them dipping at least 0.12 of the height below both
+    (the gap between two people's shoulders). One person's outline has one head, and a swinging hand or
+    elbow stays lower than that. Returns None for one head."""
+    h, w = crop.shape
+    fg = crop > 0
+    top = np.where(fg.any(axis=0), fg.argmax(axis=0), h).astype(np.float32)
+    first = int(np.argmin(top))
+    far = np.abs(np.arange(w) - first) >= 0.2 * h
+    if not far.any():
+        return None
+    candidates = np.where(far, top, np.inf)
+    second = int(np.argmin(candidates))
+    if candidates[second] > top[first] + 0.28 * h:
+        return None
+    a, b = sorted((first, second))
+    dip = a + int(np.argmax(top[a:b + 1]))
+    if top[dip] < max(top[first], top[second]) + 0.12 * h:
+        return None
+    return dip
 
 
 def legs_in_shadow(shadow: np.ndarray, foreground: np.ndarray, min_run: int) -> np.ndarray:

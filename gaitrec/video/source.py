@@ -7,12 +7,17 @@
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
+
+# FFmpeg's own log lines ("moov atom not found") would come on top of our one-line error; read by
+# OpenCV when its FFmpeg backend first starts, and the user's own setting wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 FOLDER_FPS = 25.0
@@ -70,8 +75,7 @@ def open_source(source: str | Path, fps: float | None = None) -> FrameSource:
     is missing, unreadable, empty or not a video."""
     text = str(source)
     if text.isdigit() or "://" in text:
-        capture = cv2.VideoCapture(int(text) if text.isdigit() else text)
-        return _from_capture(text, capture, fps, live=True)
+        return _from_capture(text, _quiet_capture(int(text) if text.isdigit() else text), fps, live=True)
     path = Path(text)
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
@@ -83,8 +87,17 @@ def open_source(source: str | Path, fps: float | None = None) -> FrameSource:
         if first is None:
             raise ValueError(f"{paths[0]}: unreadable image")
         return FrameSource(str(path), fps or FOLDER_FPS, len(paths), first.shape[:2], False, _paths=paths)
-    capture = cv2.VideoCapture(str(path))
-    return _from_capture(str(path), capture, fps, live=False)
+    return _from_capture(str(path), _quiet_capture(str(path)), fps, live=False)
+
+
+def _quiet_capture(target: str | int) -> cv2.VideoCapture:
+    """Open a capture without OpenCV's own warnings on failure (we raise one clear error instead)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        return cv2.VideoCapture(target)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _from_capture(name: str, capture: cv2.VideoCapture, fps: float | None, live: bool) -> FrameSource:

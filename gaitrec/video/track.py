@@ -65,7 +65,9 @@ class Track:
 
     def recent(self, count: int) -> np.ndarray:
         """The latest ``count`` aligned silhouettes [<=count, S, S]."""
-        return self.silhouettes[-count:] if self.aligned else self.silhouettes
+        if not self.aligned:
+            return self.silhouettes
+        return np.stack(self.aligned[-count:])
 
     def median_height(self) -> float:
         return float(np.median([b[4] for b in self.boxes])) if self.boxes else 0.0
@@ -126,6 +128,16 @@ class Tracker:
                 if box_cover(p, detections[j].box) >= 0.3:
                     covers[j].append(i)
         merged = [len(c) >= 2 for c in covers]
+        # A blob with two heads that is not the merge of two followed people (say two people who came in
+        # together) is taken as its two pieces.
+        if any(d.pieces and not m for d, m in zip(detections, merged)):
+            expanded = []
+            for d, m, c in zip(detections, merged, covers):
+                for piece in (d.pieces if d.pieces and not m else [d]):
+                    expanded.append((piece, m, c))
+            detections = [e[0] for e in expanded]
+            merged = [e[1] for e in expanded]
+            covers = [e[2] for e in expanded]
 
         pairs = []
         for i, p in enumerate(predicted):
@@ -194,7 +206,7 @@ class Tracker:
         t.misses = t.occluded = 0
         t.seen = True
         t.boxes.append([frame, *map(int, d.box)])
-        aligned = self.silhouette(d.mask)
+        aligned = self.silhouette(d.mask) if d.whole else None
         if aligned is not None:
             t.aligned.append(aligned)
             t.silhouette_frames.append(frame)
