@@ -132,8 +132,13 @@ class Segmenter:
             frame = cv2.convertScaleAbs(frame, alpha=self.reference / brightness)
         raw = self.model.apply(frame)
         mask = np.where(raw == 255, 255, 0).astype(np.uint8)
-        mask[legs_in_shadow(raw == SHADOW, raw == 255, self.min_leg)] = 255
-        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.open_kernel)
+        opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.open_kernel)
+        # Searched only in the columns of the opened mask: isolated noise pixels would make it search all.
+        legs = legs_in_shadow(raw == SHADOW, mask > 0, self.min_leg, opened.any(axis=0))
+        if legs.any():
+            mask[legs] = 255
+            opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.open_kernel)
+        mask = opened
         return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self.close_kernel)
 
     def detect(self, frame: np.ndarray) -> tuple[np.ndarray, list[Detection]]:
@@ -220,13 +225,81 @@ def _between_heads(crop: np.ndarray) -> int | None:
     return dip
 
 
-def legs_in_shadow(shadow: np.ndarray, foreground: np.ndarray, min_run: int) -> np.ndarray:
+def legs_in_shadow(shadow: np.ndarray, foreground: np.ndarray, min_run: int,
+                   search: np.ndarray | None = None) -> np.ndarray:
     """Shadow pixels that are really dark clothing: MOG2 calls any darker version of the background a
     shadow, dark trousers included. A cast shadow lies flat on the ground, so below a person it only adds
     a short run to a column (under the feet, between the legs), while trousers hang from the torso.
     In each column, a run of changed pixels (foreground or shadow) gives back its shadow pixels lying
     between two foreground pixels, and its bottom shadow run when that run starts below foreground and is at
-    least ``min_run`` rows long. Returns bool [H, W]."""
+    least ``min_run`` rows long. ``search`` (bool [W]) limits the columns looked at. Returns bool [H, W]."""
+    out = np.zeros_like(shadow)
+    # Runs never leave their column: only columns holding both shadow and foreground matter.
+    wanted = shadow.any(axis=0) & foreground.any(axis=0)
+    columns = np.flatnonzero(wanted if search is None else wanted & search)
+    if not len(columns):
+        return out
+    shadow, foreground = shadow[:, columns], foreground[:, columns]
+    changed = shadow | foreground
+    rows = np.flatnonzero(changed.any(axis=1))
+    top, bottom = rows[0], rows[-1] + 1
+    shadow, foreground, changed = shadow[top:bottom], foreground[top:bottom], changed[top:bottom]
+    above = changed & np.roll(_seen_in_run(foreground, changed), 1, axis=0)
+    below = changed & np.roll(_seen_in_run(foreground[::-1], changed[::-1])[::-1], -1, axis=0)
+    above[0] = below[-1] = False
+    tail = shadow & above & ~below
+    length = _run_position(tail) + _run_position(tail[::-1])[::-1] - 1  # each tail pixel: its run's length
+    out[top:bottom, columns] = (shadow & above & below) | (tail & (length >= min_run))
+    return out
+
+
+def _seen_in_run(values: np.ndarray, runs: np.ndarray) -> np.ndarray:
+    """Per column, top-down: has any ``values`` pixel appeared so far in the current vertical run of
+    ``runs`` (up to and including this row)? Vectorised with cumulative sums."""
+    count = np.cumsum(values & runs, axis=0, dtype=np.int16)  # frames are under 32768 rows
+    before = np.maximum.accumulate(np.where(runs, 0, count), axis=0)  # count where the run began
+    return runs & (count > before)
+
+
+def _run_position(mask: np.ndarray) -> np.ndarray:
+    """Per column, 1-based position of each True pixel within its vertical run (0 elsewhere)."""
+    index = np.cumsum(mask, axis=0, dtype=np.int16)
+    before = np.maximum.accumulate(np.where(mask, 0, index), axis=0)
+    return np.where(mask, index - before, 0)
+
+
+def _between_heads(crop: np.ndarray) -> int | None:
+    """The column between two heads, when the blob's top outline has two: two high points at least a
+    fifth of the blob's height apart horizontally, the lower within 0.28 of the height of the higher
+    (a far person is shorter), with the outline between them dipping at least 0.12 of the height below both
+    (the gap between two people's shoulders). One person's outline has one head, and a swinging hand or
+    elbow stays lower than that. Returns None for one head."""
+    h, w = crop.shape
+    fg = crop > 0
+    top = np.where(fg.any(axis=0), fg.argmax(axis=0), h).astype(np.float32)
+    first = int(np.argmin(top))
+    far = np.abs(np.arange(w) - first) >= 0.2 * h
+    if not far.any():
+        return None
+    candidates = np.where(far, top, np.inf)
+    second = int(np.argmin(candidates))
+    if candidates[second] > top[first] + 0.28 * h:
+        return None
+    a, b = sorted((first, second))
+    dip = a + int(np.argmax(top[a:b + 1]))
+    if top[dip] < max(top[first], top[second]) + 0.12 * h:
+        return None
+    return dip
+
+
+def legs_in_shadow(shadow: np.ndarray, foreground: np.ndarray, min_run: int,
+                   search: np.ndarray | None = None) -> np.ndarray:
+    """Shadow pixels that are really dark clothing: MOG2 calls any darker version of the background a
+    shadow, dark trousers included. A cast shadow lies flat on the ground, so below a person it only adds
+    a short run to a column (under the feet, between the legs), while trousers hang from the torso.
+    In each column, a run of changed pixels (foreground or shadow) gives back its shadow pixels lying
+    between two foreground pixels, and its bottom shadow run when that run starts below foreground and is at
+    least ``min_run`` rows long. ``search`` (bool [W]) limits the columns looked at. Returns bool [H, W]."""
     rows = np.flatnonzero(shadow.any(axis=1))
     out = np.zeros_like(shadow)
     if not len(rows):
