@@ -230,3 +230,29 @@ def test_two_heads_are_found_only_on_two_people():
         cv2.rectangle(pair, (centre - 10, top + 14), (centre + 10, 95), 255, -1)  # body
     cut = _between_heads(pair)
     assert cut is not None and 31 <= cut <= 46
+
+
+def test_tracker_keeps_identities_through_a_merge():
+    """Two boxes walking into each other: while one blob covers both, neither track takes a silhouette
+    from it and neither is lost; afterwards each id continues with its own person."""
+    from gaitrec.video.segment import Detection
+    from gaitrec.video.track import Tracker
+
+    mask = np.full((60, 20), 255, np.uint8)
+    tracker = Tracker(lambda m: np.zeros((64, 64), np.uint8), min_track_frames=5, min_height=10)
+    ids_left, ids_right = set(), set()
+    for frame in range(60):
+        left, right = 20 + 4 * frame, 260 - 4 * frame  # meet around frame 30
+        if abs(left - right) < 20:
+            detections = [Detection((min(left, right), 50, abs(left - right) + 20, 60), mask)]
+        else:
+            detections = [Detection((left, 50, 20, 60), mask), Detection((right, 50, 20, 60), mask)]
+        for track in tracker.update(frame, detections):
+            box = track.box_at(frame)
+            if box is not None and abs(left - right) >= 20:
+                (ids_left if box[0] == left else ids_right).add(track.id)
+    tracks = tracker.finish()
+    assert len(tracks) == 2 and len(ids_left) == 1 and len(ids_right) == 1 and ids_left != ids_right
+    merged = set(range(60)) - {b[0] for t in tracks for b in t.boxes}
+    assert merged and all(not set(t.silhouette_frames) & merged for t in tracks)
+    assert all(t.last_frame == 59 for t in tracks)

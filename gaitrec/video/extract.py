@@ -46,6 +46,19 @@ class ExtractOptions:
     min_track_frames: int = 15    # shortest kept track, in silhouettes
     img_size: int = 64            # aligned silhouette size
 
+    def __post_init__(self):
+        if self.subtractor not in ("mog2", "knn"):
+            raise ValueError(f"subtractor must be mog2 or knn, not {self.subtractor!r}")
+        for name in ("history", "warmup", "process_width", "min_height", "min_track_frames", "img_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("var_threshold", "max_aspect", "split_aspect"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("min_area", "max_gap", "max_occluded"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+
 
 def _resolve(source: str | Path | FrameSource) -> FrameSource:
     return source if isinstance(source, FrameSource) else open_source(source)
@@ -108,14 +121,20 @@ def iter_tracking(source: str | Path | FrameSource, options: ExtractOptions | No
 def extract_tracks(source: str | Path | FrameSource, options: ExtractOptions | None = None,
                    progress: bool = True) -> list[Track]:
     """The kept tracks of a whole video (see ``iter_tracking``), numbered 1, 2, ... by first appearance."""
-    source = _resolve(source)
+    return _track_all(_resolve(source), options, progress)[0]
+
+
+def _track_all(source: FrameSource, options: ExtractOptions | None, progress: bool) -> tuple[list[Track], int]:
+    """Kept tracks and the number of frames read."""
     loop = iter_tracking(source, options)
+    frames = 0
     with tqdm(total=source.frame_count, desc="tracking", unit="frame", disable=not progress) as bar:
         while True:
             try:
                 next(loop)
             except StopIteration as end:
-                return end.value
+                return end.value, frames
+            frames += 1
             bar.update(1)
 
 
@@ -194,17 +213,7 @@ def extract_video(source: str | Path, output: str | Path, options: ExtractOption
     _check_output(output, overwrite)
 
     start = time.perf_counter()
-    counted = 0
-    loop = iter_tracking(frame_source, options)
-    with tqdm(total=frame_source.frame_count, desc="tracking", unit="frame", disable=not progress) as bar:
-        while True:
-            try:
-                next(loop)
-            except StopIteration as end:
-                tracks = end.value
-                break
-            counted += 1
-            bar.update(1)
+    tracks, counted = _track_all(frame_source, options, progress)
     seconds = time.perf_counter() - start
 
     width = max(3, len(str(len(tracks))))
