@@ -25,7 +25,7 @@ from results_md import write_section  # noqa: E402
 from gaitrec.synth.street import Walker, random_walkers, render_street, score_tracks, write_video  # noqa: E402
 from gaitrec.video import extract_tracks  # noqa: E402
 
-SCENES = ("separate", "crossing", "group", "mixed", "drift")
+SCENES = ("separate", "crossing", "group", "mixed", "drift", "light step")
 SEEDS = range(500, 505)  # not used for tuning (that was subjects of seed 7, clips 1-3)
 
 
@@ -35,11 +35,12 @@ def scene(kind: str, seed: int) -> tuple[list[Walker], float, float]:
     crossing: two walkers in opposite directions meeting mid-frame;
     group: two or three people entering together in one direction, a metre or so apart in depth;
     mixed: four or five walkers, random directions, depths and entry times (``random_walkers``);
-    drift: as separate, with a strong brightness drift (30%)."""
+    drift: as separate, with a strong brightness drift (30%);
+    light step: as separate, with the left half of the frame 30% darker from the middle frame on."""
     rng = np.random.default_rng([seed, 7])
     noise, drift = float(rng.uniform(2, 6)), float(rng.uniform(0, 0.12))
     view = float(rng.choice([270, 90]))
-    if kind in ("separate", "drift"):
+    if kind in ("separate", "drift", "light step"):
         walkers = [Walker(seed, k, 45 * k - 20, view, float(rng.uniform(5.5, 9.5)), walk_seed=seed) for k in range(3)]
         drift = 0.3 if kind == "drift" else drift
     elif kind == "crossing":
@@ -80,6 +81,9 @@ def quality(frames: int = 150) -> dict[str, dict]:
         for seed in SEEDS:
             walkers, noise, drift = scene(kind, seed)
             clip = render_street(walkers, frames, (240, 320), seed=seed, noise=noise, drift=drift)
+            if kind == "light step":
+                darker = clip.frames[frames // 2:, :, : clip.frames.shape[2] // 2].astype(np.float32) * 0.7
+                clip.frames[frames // 2:, :, : clip.frames.shape[2] // 2] = darker.astype(np.uint8)
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / "street.avi"
                 write_video(path, clip.frames, 25.0)

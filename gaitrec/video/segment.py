@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 
 SHADOW = 127  # the value MOG2/KNN give pixels they classify as shadow
+LIGHTING_CHANGE = 0.3  # fraction of changed pixels above which the light changed, not people came
+RELEARN_FRAMES, RELEARN_RATE = 10, 0.2
 
 
 @dataclass
@@ -73,7 +75,7 @@ class Segmenter:
 
     def __init__(self, frame_size: tuple[int, int], scale: float = 1.0, subtractor: str = "mog2",
                  history: int = 500, var_threshold: float = 16.0, min_height: int = 40, min_area: int = 200,
-                 max_aspect: float = 1.2, split_aspect: float = 0.8, warmup: int = 50,
+                 max_aspect: float = 1.2, split_aspect: float = 0.8,
                  shadow_threshold: float = 0.5):
         if subtractor not in ("mog2", "knn"):
             raise ValueError(f"unknown background subtractor {subtractor!r}: use mog2 or knn")
@@ -90,7 +92,6 @@ class Segmenter:
         self.min_area = min_area * scale * scale
         self.max_aspect = max_aspect
         self.split_aspect = split_aspect
-        self.warmup = warmup
         side = max(self.size[1] // 240, 1)  # morphology scaled with the frame: 1 px per 240 rows
         self.open_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * side + 1, 2 * side + 1))
         self.close_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * side + 1, 2 * side + 1))
@@ -101,6 +102,7 @@ class Segmenter:
         self.min_leg = max(4, int(0.25 * self.min_height))
         self.started = False
         self.reference = 0.0  # mean brightness of the background the model was seeded with
+        self.relearning = 0   # frames left of fast background learning after a lighting change
 
     def prepare(self, frame: np.ndarray) -> np.ndarray:
         """The frame at processing size."""
@@ -130,7 +132,12 @@ class Segmenter:
         brightness = float(frame[::4, ::4].mean())
         if brightness > 0 and abs(self.reference / brightness - 1.0) > 0.005:
             frame = cv2.convertScaleAbs(frame, alpha=self.reference / brightness)
-        raw = self.model.apply(frame)
+        raw = self.model.apply(frame, learningRate=RELEARN_RATE if self.relearning else -1)
+        self.relearning = max(self.relearning - 1, 0)
+        if np.count_nonzero(raw[::2, ::2]) > LIGHTING_CHANGE * raw[::2, ::2].size:
+            # Far more of the frame changed than people cover: the light changed in part of the scene
+            # (a cloud, a lamp). Learn the new background fast for a few frames instead of over ``history``.
+            self.relearning = RELEARN_FRAMES
         mask = np.where(raw == 255, 255, 0).astype(np.uint8)
         opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self.open_kernel)
         # Searched only in the columns of the opened mask: isolated noise pixels would make it search all.
