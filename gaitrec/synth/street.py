@@ -44,10 +44,11 @@ class Walker:
     """One pass of a SynthGait subject across the street.
 
     ``seed``/``index`` name the subject (its body and gait style, as in ``gaitrec synth``); ``start`` is the
-    clip frame where it enters (just outside the frame edge it comes from); ``view`` the SynthGait azimuth
-    the camera sees it from (270 walks to the right, 090 to the left; 240/300 and 060/120 also recede or
-    approach); ``depth`` its distance from the camera in metres when it enters; ``walk_seed`` draws this
-    pass's speed, phase and posture jitter, so one subject can walk several different passes.
+    clip frame where it enters (just outside the frame edge it comes from; negative: already in the frame
+    at frame 0); ``view`` the SynthGait azimuth the camera sees it from (270 walks to the right, 090 to the
+    left; in between it also changes depth: views within 90 degrees of 000 come closer, e.g. 290 and 070,
+    the others recede); ``depth`` its distance from the camera in metres when it enters; ``walk_seed``
+    draws this pass's speed, phase and posture jitter, so one subject can walk several different passes.
     """
 
     seed: int

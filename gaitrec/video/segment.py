@@ -33,7 +33,7 @@ class Detection:
     mask: np.ndarray
     parts: int = 1
     split: bool = False  # cut out of a wider blob
-    whole: bool = True   # False: cut through overlapping people, so its mask is no one's silhouette
+    whole: bool = True   # False: cut through overlapping people or by the frame's edge: no silhouette
     # Two overlapping people's blob (two heads on its outline): the blob cut between the heads, which the
     # tracker uses when the blob is not already explained as the merge of two followed people.
     pieces: list["Detection"] | None = None
@@ -170,6 +170,9 @@ class Segmenter:
             crop = np.where(region, mask[y0:y1, x0:x1], 0).astype(np.uint8)
             for detection in self._split((x0, y0, x1 - x0, y1 - y0), crop, len(group)):
                 if self._is_person(detection):
+                    x, y, w, h = detection.box
+                    if x <= 0 or y <= 0 or x + w >= mask.shape[1] or y + h >= mask.shape[0]:
+                        detection.whole = False  # cut by the frame's edge: followed, but no silhouette
                     detections.append(detection)
         return detections
 
