@@ -254,6 +254,8 @@ def legs_in_shadow(shadow: np.ndarray, foreground: np.ndarray, min_run: int,
     rows = np.flatnonzero(changed.any(axis=1))
     top, bottom = rows[0], rows[-1] + 1
     shadow, foreground, changed = shadow[top:bottom], foreground[top:bottom], changed[top:bottom]
+    # Straight down only: following slanted legs sideways also follows the cast shadow along the ground
+    # (measured: better for a dark-trousered walker, worse for everyone else).
     above = changed & np.roll(_seen_in_run(foreground, changed), 1, axis=0)
     below = changed & np.roll(_seen_in_run(foreground[::-1], changed[::-1])[::-1], -1, axis=0)
     above[0] = below[-1] = False
@@ -276,65 +278,6 @@ def _run_position(mask: np.ndarray) -> np.ndarray:
     index = np.cumsum(mask, axis=0, dtype=np.int16)
     before = np.maximum.accumulate(np.where(mask, 0, index), axis=0)
     return np.where(mask, index - before, 0)
-
-
-def _between_heads(crop: np.ndarray) -> int | None:
-    """The column between two heads, when the blob's top outline has two: two high points at least a
-    fifth of the blob's height apart horizontally, the lower within 0.28 of the height of the higher
-    (a far person is shorter), with the outline between them dipping at least 0.12 of the height below both
-    (the gap between two people's shoulders). One person's outline has one head, and a swinging hand or
-    elbow stays lower than that. Returns None for one head."""
-    h, w = crop.shape
-    fg = crop > 0
-    top = np.where(fg.any(axis=0), fg.argmax(axis=0), h).astype(np.float32)
-    first = int(np.argmin(top))
-    far = np.abs(np.arange(w) - first) >= 0.2 * h
-    if not far.any():
-        return None
-    candidates = np.where(far, top, np.inf)
-    second = int(np.argmin(candidates))
-    if candidates[second] > top[first] + 0.28 * h:
-        return None
-    a, b = sorted((first, second))
-    dip = a + int(np.argmax(top[a:b + 1]))
-    if top[dip] < max(top[first], top[second]) + 0.12 * h:
-        return None
-    return dip
-
-
-def legs_in_shadow(shadow: np.ndarray, foreground: np.ndarray, min_run: int,
-                   search: np.ndarray | None = None) -> np.ndarray:
-    """Shadow pixels that are really dark clothing: MOG2 calls any darker version of the background a
-    shadow, dark trousers included. A cast shadow lies flat on the ground, so below a person it only adds
-    a short run to a column (under the feet, between the legs), while trousers hang from the torso.
-    In each column, a run of changed pixels (foreground or shadow) gives back its shadow pixels lying
-    between two foreground pixels, and its bottom shadow run when that run starts below foreground and is at
-    least ``min_run`` rows long. ``search`` (bool [W]) limits the columns looked at. Returns bool [H, W]."""
-    rows = np.flatnonzero(shadow.any(axis=1))
-    out = np.zeros_like(shadow)
-    if not len(rows):
-        return out
-    top, bottom = max(rows[0] - 1, 0), min(rows[-1] + 2, len(shadow))
-    shadow, foreground = shadow[top:bottom], foreground[top:bottom]
-    changed = shadow | foreground
-    height = bottom - top
-    above = np.zeros(shadow.shape, bool)   # foreground seen above, without a gap
-    below = np.zeros(shadow.shape, bool)   # foreground seen below, without a gap
-    # Straight down only: following slanted legs sideways also follows the cast shadow along the ground
-    # (measured: better for a dark-trousered walker, worse for everyone else).
-    for y in range(1, height):
-        above[y] = changed[y] & (foreground[y - 1] | above[y - 1])
-    for y in range(height - 2, -1, -1):
-        below[y] = changed[y] & (foreground[y + 1] | below[y + 1])
-    tail = shadow & above & ~below
-    run = np.zeros(shadow.shape, np.int32)  # the tail's length so far, top-down, then its full length
-    run[0] = tail[0]
-    for y in range(1, height):
-        run[y] = np.where(tail[y], run[y - 1] + 1, 0)
-    for y in range(height - 2, -1, -1):
-        run[y] = np.where(tail[y] & tail[y + 1], run[y + 1], run[y])
-    out[top:bottom] = (shadow & above & below) | (tail & (run >= min_run))
-    return out
 
 
 def _tight(box, crop: np.ndarray, parts: int) -> Detection:
