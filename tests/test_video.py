@@ -97,6 +97,9 @@ def test_streaming_gives_the_same_tracks(separate):
         for track in active:
             assert track.id > 0 and track.recent(5).shape[1:] == (64, 64)
     assert seen == len(clip.frames)
+    # Live video keeps only each track's latest silhouettes.
+    for _, _, active in iter_tracking(path, ExtractOptions(max_silhouettes=20)):
+        assert all(len(t.silhouettes) <= 20 for t in active)
     assert [t.boxes for t in streamed] == [t.boxes for t in batch]
     assert all(np.array_equal(a.silhouettes, b.silhouettes) for a, b in zip(streamed, batch))
 

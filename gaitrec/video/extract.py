@@ -45,6 +45,7 @@ class ExtractOptions:
     max_occluded: int = 100       # frames a track may stay hidden inside a merged blob
     min_track_frames: int = 15    # shortest kept track, in silhouettes
     img_size: int = 64            # aligned silhouette size
+    max_silhouettes: int = 0      # keep only each track's latest N silhouettes (live video); 0 keeps all
 
     def __post_init__(self):
         if self.subtractor not in ("mog2", "knn"):
@@ -55,9 +56,12 @@ class ExtractOptions:
         for name in ("var_threshold", "max_aspect", "split_aspect"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("min_area", "max_gap", "max_occluded"):
+        for name in ("min_area", "max_gap", "max_occluded", "max_silhouettes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if 0 < self.max_silhouettes < self.min_track_frames:
+            raise ValueError(f"max_silhouettes ({self.max_silhouettes}) below min_track_frames "
+                             f"({self.min_track_frames}) would reject every track")
 
 
 def _resolve(source: str | Path | FrameSource) -> FrameSource:
@@ -83,7 +87,8 @@ def iter_tracking(source: str | Path | FrameSource, options: ExtractOptions | No
     segmenter = Segmenter((height, width), scale, options.subtractor, options.history, options.var_threshold,
                           options.min_height, options.min_area, options.max_aspect, options.split_aspect)
     tracker = Tracker(lambda mask: align_frame(mask, options.img_size)[0], options.max_gap, options.max_occluded,
-                      min_track_frames=options.min_track_frames, min_height=options.min_height)
+                      min_track_frames=options.min_track_frames, min_height=options.min_height,
+                      max_silhouettes=options.max_silhouettes)
 
     def step(index: int, frame: np.ndarray, small: np.ndarray) -> tuple[int, np.ndarray, list[Track]]:
         _, detections = segmenter.detect(small)

@@ -98,7 +98,8 @@ class Tracker:
 
     def __init__(self, silhouette: Callable[[np.ndarray], np.ndarray | None], max_gap: int = 25,
                  max_occluded: int = 100, confirm: int = 3, min_track_frames: int = 15,
-                 min_height: float = 40.0, gate: float = 0.6, velocity_gain: float = 0.3):
+                 min_height: float = 40.0, gate: float = 0.6, velocity_gain: float = 0.3,
+                 max_silhouettes: int = 0):
         self.silhouette = silhouette
         self.max_gap = max_gap
         self.max_occluded = max_occluded
@@ -107,6 +108,7 @@ class Tracker:
         self.min_height = min_height
         self.gate = gate                 # largest centre distance, in heights, of a match without overlap
         self.velocity_gain = velocity_gain
+        self.max_silhouettes = max_silhouettes  # 0: keep all; else each track's latest ones (live video)
         self.live: list[Track] = []
         self.finished: list[Track] = []
         self.next_id = 1
@@ -210,6 +212,8 @@ class Tracker:
         if aligned is not None:
             t.aligned.append(aligned)
             t.silhouette_frames.append(frame)
+            if self.max_silhouettes and len(t.aligned) > self.max_silhouettes:
+                del t.aligned[0], t.silhouette_frames[0]
         if not t.id and t.hits >= self.confirm:
             t.id = self.next_id
             self.next_id += 1
