@@ -40,6 +40,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 # Shown under each command's --help.
 EXAMPLES = {
+    "extract": """\
+examples:
+  gaitrec extract street.mp4 tracks/ --preview tracks.png --annotate street-tracks.mp4
+  gaitrec extract frames/ tracks/ --min-height 60     # a folder of frame images; ignore people under 60 px""",
     "train": """\
 Writes checkpoints, train.log, metrics.jsonl, config.yaml and TensorBoard events into
 <output_root>/<dataset_name>/<model>/<save_name>/ (output_root defaults to ./output).
@@ -274,7 +278,7 @@ def cmd_data_info(args) -> int:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config of the model (with --checkpoint; default: the model shipped with gaitrec)")
-    p.add_argument("--checkpoint", help="checkpoint of the model (with --config)")
+    p.add_argument("--checkpoint", help="checkpoint of the model (with --config; default: the shipped model's weights)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value of --config (repeatable)")
     add_device_arg(p)
@@ -547,12 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Find the people walking in a video (background subtraction, no downloaded "
                        "weights), follow each one, and write one pretreated silhouette sequence per person in "
                        "OpenGait's layout OUTPUT/<id>/video/000/<id>.pkl plus OUTPUT/tracks.json (boxes per frame). "
-                       "The camera must be still. Example: gaitrec extract street.mp4 tracks/ --preview tracks.png",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       "The camera must be still.")
     p.add_argument("video", help="video file, folder of frame images, camera index (0) or stream URL")
     p.add_argument("output", help="output directory (new or empty)")
-    p.add_argument("--preview", help="write a contact sheet PNG, a row of silhouettes per track")
-    p.add_argument("--annotate", help="write a copy of the video with boxes and track ids (.mp4 or .avi)")
+    p.add_argument("--preview", help="write a contact sheet PNG, a row of silhouettes per track (default: none)")
+    p.add_argument("--annotate", help="write a copy of the video with boxes and track ids (.mp4 or .avi; default: none)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous extraction in OUTPUT")
     p.add_argument("--subtractor", choices=["mog2", "knn"], default=defaults.subtractor, help="background model")
     p.add_argument("--history", type=int, default=defaults.history, help="frames the background model remembers")
@@ -620,12 +623,16 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples: gaitrec gallery people.db list; gaitrec gallery people.db remove alice; "
                        "gaitrec gallery people.db export people.npz")
     p.add_argument("gallery", metavar="GALLERY", help="gallery file (SQLite)")
-    gallery_sub = p.add_subparsers(dest="gallery_command", metavar="SUBCOMMAND", required=True)
-    q = gallery_sub.add_parser("list", help="names with their sequence counts and sources")
+    gallery_sub = p.add_subparsers(dest="gallery_command", metavar="SUBCOMMAND", required=True,
+                                   help="list, remove or export")
+    q = gallery_sub.add_parser("list", help="names with their sequence counts and sources",
+                               epilog="example: gaitrec gallery people.db list --json")
     q.add_argument("--json", action="store_true", help='print {"model", "people": [{"name", "sequences", "sources"}]}')
-    q = gallery_sub.add_parser("remove", help="remove a person and all their sequences")
-    q.add_argument("name", metavar="NAME")
-    q = gallery_sub.add_parser("export", help="write names and embeddings to .npz (arrays) or .json")
+    q = gallery_sub.add_parser("remove", help="remove a person and all their sequences",
+                               epilog="example: gaitrec gallery people.db remove alice")
+    q.add_argument("name", metavar="NAME", help="the enrolled name to remove")
+    q = gallery_sub.add_parser("export", help="write names and embeddings to .npz (arrays) or .json",
+                               epilog="example: gaitrec gallery people.db export people.npz")
     q.add_argument("output", metavar="OUT", help="OUT.npz (names, sources, tracks, frames, embeddings [N, C, P], model_identity, "
                    "model_config) or OUT.json")
     q.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
