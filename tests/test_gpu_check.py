@@ -42,11 +42,24 @@ def test_smoke_run_passes_every_check_and_leaves_results_md_alone(tmp_path):
     assert all(passed for _, passed, _ in saved["checks"])
 
 
-def test_write_goes_only_where_asked(tmp_path):
+def load_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    return gpu_check
+
+
+def test_write_goes_only_where_asked(tmp_path, capsys):
+    gpu_check = load_module()
     target = tmp_path / "RESULTS.md"
     target.write_text("# Benchmarks\n\n## Other (other.py)\n\nkept\n")
-    proc = run_script("--smoke", "--steps", "ddp", "--write", str(target))  # the cheapest step: skipped in smoke
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    threads = torch.get_num_threads()
+    try:
+        assert gpu_check.main(["--smoke", "--steps", "ddp", "--write", str(target)]) == 0  # ddp: skipped in smoke
+    finally:
+        torch.set_num_threads(threads)
     text = target.read_text()
     assert "## Other (other.py)\n\nkept" in text
     assert "## GPU check (gpu_check.py)" in text and "skipped: not run with --smoke" in text
@@ -61,7 +74,9 @@ def test_without_cuda_the_wrapper_says_what_is_missing():
     assert "--dry-run" in proc.stderr
 
 
-def test_bad_arguments_exit_2():
-    proc = run_script("--smoke", "--models", "NoSuchNet", timeout=120)
-    assert proc.returncode == 2
-    assert "unknown model(s) NoSuchNet" in proc.stderr
+def test_bad_arguments_exit_2(capsys):
+    gpu_check = load_module()
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.parse_args(["--smoke", "--models", "NoSuchNet"])
+    assert exit_info.value.code == 2
+    assert "unknown model(s) NoSuchNet" in capsys.readouterr().err
