@@ -425,7 +425,8 @@ def step_training(run: Run, clock: Clock) -> list[str]:
                 lines.append(f"| {name} | {precision} | - | - | - | - | **failed**: {summary} |")
                 continue
             lines.append(f"| {name} | {precision} | {row['first']:.4g} -> {row['last']:.4g} | {row['skipped']} "
-                         f"| {row['step_ms']:.1f} | {fmt(row['peak_mib'], '.0f')} | {'yes' if row['ok'] else '**no**'} |")
+                         f"| {row['step_ms']:.1f} | {fmt(row['peak_mib'], '.0f')} "
+                         f"| {'yes' if row['ok'] else '**no**'} |")
             run.report.data.setdefault("training", []).append(row)
     return lines
 
@@ -448,7 +449,8 @@ def step_ddp(run: Run, clock: Clock) -> list[str]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     data = run.synthgait(64)
     batch = [4, 4] if device.type == "cuda" else [2, 2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": python_path,
            "NVIDIA_TF32_OVERRIDE": "0",  # strict fp32 in both runs, so that only the summation order differs
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "GAITREC_DIST_BACKEND": backend}
 
@@ -475,7 +477,8 @@ def step_ddp(run: Run, clock: Clock) -> list[str]:
     if two.returncode != 0:
         raise RuntimeError(f"two-process run failed: {two.stderr.strip()[-600:]}")
     run_root = run.scratch / "runs" / "SynthGait" / "Baseline"
-    states = [load_checkpoint(checkpoint_path(run_root / n, n, sizes.ddp_steps))["model"] for n in ("ddp-one", "ddp-two")]
+    states = [load_checkpoint(checkpoint_path(run_root / n, n, sizes.ddp_steps))["model"]
+              for n in ("ddp-one", "ddp-two")]
     params = dict(create_model(quietly_load("Baseline")["model_cfg"]).named_parameters())
     worst_name, worst = "", 0.0
     for key in params:
@@ -533,9 +536,9 @@ def step_throughput(run: Run, clock: Clock) -> list[str]:
     batches = sizes.throughput_batches
     precisions = ["fp32", "fp16"] if device.type == "cuda" else ["fp32", "bf16"]
     lines = [f"Eval mode, `torch.inference_mode`, random batches of {sizes.throughput_frames}-frame sequences "
-             f"(SynthGait silhouettes), best of {sizes.repeats} after {2 if sizes.repeats > 1 else 1} warm-up call(s); fp32 with PyTorch's defaults "
-             "(cuDNN TF32 on), fp16 = autocast. Cells: frames/s (peak memory, MiB). OpenGait's recorded speeds "
-             "are CPU figures (see \"Model speed on CPU\"); there is no GPU figure of OpenGait to compare with.", "",
+             f"(SynthGait silhouettes), best of {sizes.repeats} after {2 if sizes.repeats > 1 else 1} warm-up "
+             f"call(s); fp32 with PyTorch's defaults (cuDNN TF32 on), {precisions[1]} = autocast. Cells: frames/s "
+             "(peak memory, MiB). OpenGait's recorded speeds are CPU figures (see \"Model speed on CPU\"); there is no GPU figure of OpenGait to compare with.", "",
              "| model | input | precision | " + " | ".join(f"batch {b}" for b in batches) + " |",
              "|---|---|---|" + "---:|" * len(batches)]
     results = {}
@@ -609,6 +612,7 @@ class InMemorySource:
     def __init__(self, pool: list[np.ndarray], subjects: list[str], views: list[str], drop: int = 0, seed: int = 0):
         self.pool = pool
         keys = [(s, t, v) for s in subjects for t in TYPES for v in views]
+        self.dropped = drop
         if drop:
             missing = set(np.random.default_rng(seed).choice(len(keys), drop, replace=False).tolist())
             keys = [key for i, key in enumerate(keys) if i not in missing]
@@ -648,8 +652,8 @@ def step_casia_b(run: Run, clock: Clock) -> list[str]:
         if not described:
             lines = [f"{len(dataset):,} sequences ({len(set(dataset.info(i).subject for i in range(len(dataset))))} "
                      f"test subjects of CASIA-B's partition x 10 types x {len(sizes.casia_views)} views"
-                     + (f", {len(TYPES) * len(sizes.casia_views) * 50 - len(dataset)} dropped at random as the "
-                        "missing ones" if sizes.casia_subjects is None else "")
+                     + (f", {dataset.source.dropped} dropped at random as CASIA-B's missing ones"
+                        if dataset.source.dropped else "")
                      + f"), SynthGait silhouettes of up to {sizes.casia_frames} frames held in memory, through "
                      f"`extract_features` (the config's evaluator sampler, transform and `enable_float16`; "
                      f"{workers} loader workers) and the config's protocol (`evaluate_config`: casia-b, distances "
