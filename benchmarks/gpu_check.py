@@ -538,7 +538,8 @@ def step_throughput(run: Run, clock: Clock) -> list[str]:
     lines = [f"Eval mode, `torch.inference_mode`, random batches of {sizes.throughput_frames}-frame sequences "
              f"(SynthGait silhouettes), best of {sizes.repeats} after {2 if sizes.repeats > 1 else 1} warm-up "
              f"call(s); fp32 with PyTorch's defaults (cuDNN TF32 on), {precisions[1]} = autocast. Cells: frames/s "
-             "(peak memory, MiB). OpenGait's recorded speeds are CPU figures (see \"Model speed on CPU\"); there is no GPU figure of OpenGait to compare with.", "",
+             "(peak memory, MiB). OpenGait's recorded speeds are CPU figures (see \"Model speed on CPU\"); "
+             "there is no GPU figure of OpenGait to compare with.", "",
              "| model | input | precision | " + " | ".join(f"batch {b}" for b in batches) + " |",
              "|---|---|---|" + "---:|" * len(batches)]
     results = {}
