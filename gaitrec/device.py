@@ -14,4 +14,7 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"--device {requested}: not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} was asked for but CUDA is not available; use cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device} was asked for but only {torch.cuda.device_count()} GPU(s) are visible; "
+                         f"use cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return device

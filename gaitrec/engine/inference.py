@@ -124,7 +124,7 @@ def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg
     sampler = InferenceSampler(len(dataset), sampler_cfg["batch_size"], ctx.rank, ctx.world_size)
     collator = SequenceCollator(sampler_cfg, evaluator_cfg["transform"], seed=0)
     loader = torch.utils.data.DataLoader(SequenceReader(dataset), batch_sampler=sampler, collate_fn=collator,
-                                         num_workers=num_workers)
+                                         num_workers=num_workers, pin_memory=ctx.device.type == "cuda")
     model.eval()
     indices, chunks = [], []
     for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0 or not interactive(),
@@ -149,15 +149,17 @@ def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg
             "types": np.array([s.type for s in infos]), "views": np.array([s.view for s in infos])}
 
 
-def evaluate_config(cfg: dict, features: dict) -> dict:
-    """Run the protocol that ``evaluator_cfg`` names on ``features``."""
+def evaluate_config(cfg: dict, features: dict, device: torch.device | None = None) -> dict:
+    """Run the protocol that ``evaluator_cfg`` names on ``features``; distances on ``device`` (None: CUDA
+    when available)."""
     from ..evaluation.protocols import evaluate, protocol_for_eval_func
 
     ev = cfg["evaluator_cfg"]
     protocol = protocol_for_eval_func(ev["eval_func"], cfg["data_cfg"].get("test_dataset_name")
                                       or cfg["data_cfg"]["dataset_name"], ev.get("cross_view_gallery", False))
     partition = resolve_partition(cfg["data_cfg"].get("dataset_partition"), cfg["data_cfg"].get("dataset_name"))
-    return evaluate(features, protocol, metric=ev["metric"], rerank=ev.get("rerank", False), probe_set=partition)
+    return evaluate(features, protocol, metric=ev["metric"], rerank=ev.get("rerank", False), probe_set=partition,
+                    device=device)
 
 
 def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Path, overwrite: bool = False,
@@ -178,7 +180,8 @@ def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Pa
         return None
     output_dir.mkdir(parents=True, exist_ok=True)
     save_features(output_dir / "features.npz", overwrite=overwrite, **features)
-    result = {"model": cfg["model_cfg"]["model"], **evaluate_config(cfg, features)}
+    # --device cpu keeps the distances off the GPU too
+    result = {"model": cfg["model_cfg"]["model"], **evaluate_config(cfg, features, ctx.device)}
     if checkpoint is not None:
         result["checkpoint"] = Path(checkpoint).name
     write_report(result, output_dir, overwrite=overwrite)

@@ -196,8 +196,11 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
                              rank=ctx.rank, world_size=ctx.world_size)
     collator = SequenceCollator(sampler_cfg, trainer["transform"], seed=trainer["seed"])
     workers = cfg["data_cfg"].get("num_workers", 0)
+    # Pinned batches on CUDA: the non_blocking copies below then overlap the GPU's work instead of staging
+    # through pageable memory synchronously.
     loader = torch.utils.data.DataLoader(SequenceReader(train_set), batch_sampler=sampler, collate_fn=collator,
-                                         num_workers=workers, persistent_workers=workers > 0)
+                                         num_workers=workers, persistent_workers=workers > 0,
+                                         pin_memory=ctx.device.type == "cuda")
     monitor = Monitor(run_dir, ctx, trainer, progress, start)
     gather = dist_utils.all_gather_with_grad if ctx.distributed else None
 
