@@ -40,6 +40,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 # Shown under each command's --help.
 EXAMPLES = {
+    "watch": """\
+examples:
+  gaitrec watch street.mp4 --gallery people.db --annotate street-named.mp4
+  gaitrec watch 0 --gallery people.db --window 20 --step 5     # the first camera, live""",
     "extract": """\
 examples:
   gaitrec extract street.mp4 tracks/ --preview tracks.png --annotate street-tracks.mp4
@@ -301,86 +305,40 @@ def load_embedder(args):
     return Embedder.default(args.device)
 
 
-def match_frame_size(embedder, frame_size, where: str) -> None:
-    """Sequences of one gallery share one frame size: the embedder refuses any other."""
-    frame_size = tuple(frame_size)
-    if embedder.frame_size is not None and embedder.frame_size != frame_size:
-        raise ValueError(f"{where} holds {frame_size[0]}x{frame_size[1]} sequences but the model takes "
-                         f"{embedder.frame_size[0]}x{embedder.frame_size[1]}")
-    embedder.frame_size = frame_size
-
-
-def check_sources_exist(sources: list[str]) -> None:
-    """Fail on a mistyped path before loading a model or reading a video."""
-    for source in sources:
-        if not Path(source).exists():
-            raise FileNotFoundError(f"source not found: {source}")
-
-
-def read_sources(sources: list[str], progress: bool) -> list:
-    from .sources import sequences_from_source
-
-    return [seq for source in sources for seq in sequences_from_source(source, progress=progress)]
-
-
 def cmd_enroll(args) -> int:
-    from .gallery import EnrolledSequence, Gallery, ModelRecord, check_name, enroll
-    from .sources import one_person_per_video
+    from .gallery import Gallery, check_name
+    from .recognise import check_sources_exist, enroll_sources
 
     check_name(args.name)
     check_model_args(args)
-    path = Path(args.gallery)
-    recorded = None
-    if path.exists():  # a file that is not a gallery, or one of another model, fails before any work
-        with Gallery.open(path) as gallery:
-            recorded = gallery.model
+    if Path(args.gallery).exists():  # a file that is not a gallery fails before the model loads
+        Gallery.open(args.gallery).close()
     check_sources_exist(args.sources)
     embedder = load_embedder(args)
-    if recorded is not None:
-        recorded.require(embedder.identity, path)
-        match_frame_size(embedder, recorded.frame_size, str(path))
-    sequences = one_person_per_video(read_sources(args.sources, not args.quiet), longest=args.longest)
-    if recorded is None:
-        match_frame_size(embedder, sequences[0].frames.shape[1:], sequences[0].label)
-    embeddings = embedder.embed_batch([s.frames for s in sequences], [s.label for s in sequences],
-                                      progress=not args.quiet)
-    records = [EnrolledSequence(s.source, s.track, len(s.frames), e) for s, e in zip(sequences, embeddings)]
-    model = ModelRecord(embedder.identity, embedder.model_config, tuple(embeddings.shape[1:]), embedder.frame_size,
-                        str(embedder.checkpoint.resolve()))
-    total = enroll(path, args.name, records, model)
-    print(f"enrolled {args.name}: {len(records)} sequence(s) added, {total} in all; gallery {path} "
+    added, total = enroll_sources(args.gallery, args.name, args.sources, embedder, longest=args.longest,
+                                  progress=not args.quiet)
+    print(f"enrolled {args.name}: {added} sequence(s) added, {total} in all; gallery {args.gallery} "
           f"(model {embedder.identity})")
     return 0
 
 
 def cmd_identify(args) -> int:
-    from .gallery import Gallery, identify
+    from .gallery import Gallery
+    from .recognise import (check_sources_exist, gallery_threshold, identify_sequences, prepare_gallery,
+                            read_sources)
 
     check_model_args(args)
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.threshold is not None and not (args.threshold >= 0 and args.threshold != float("inf")):
-        raise ValueError(f"--threshold must be a finite distance >= 0, got {args.threshold}")
     with Gallery.open(args.gallery) as gallery:
         if not gallery.people():
             raise ValueError(f"{args.gallery}: the gallery is empty; enrol someone first")
+        threshold, origin = gallery_threshold(gallery, args.threshold)
         check_sources_exist(args.sources)
         embedder = load_embedder(args)
-        gallery.check_model(embedder.identity)
-        match_frame_size(embedder, gallery.model.frame_size, args.gallery)
+        prepare_gallery(gallery, embedder)
         sequences = read_sources(args.sources, not args.quiet)
-        embeddings = embedder.embed_batch([s.frames for s in sequences], [s.label for s in sequences],
-                                          progress=not args.quiet)
-        if args.threshold is not None:
-            threshold, origin = args.threshold, "--threshold"
-        else:
-            pair = gallery.nearest_pair()  # what identify() would use: the default threshold, with its origin
-            threshold = None if pair is None else pair[0]
-            origin = None if pair is None else f"distance between the closest enrolled people, {' and '.join(pair[1])}"
-            if pair is None:
-                warnings.warn("one person enrolled: no threshold can be calibrated, so every query is given the "
-                              "nearest name; pass --threshold to reject strangers")
-        results = identify(gallery, embeddings, top_k=args.top_k, threshold=threshold)
+        results = identify_sequences(gallery, embedder, sequences, args.top_k, threshold, progress=not args.quiet)
     queries = [{"source": s.source, "track": s.track,
                 "matches": [{"name": m.name, "distance": round(m.distance, 6)} for m in r.matches],
                 "decision": r.decision} for s, r in zip(sequences, results)]
@@ -392,6 +350,31 @@ def cmd_identify(args) -> int:
     for s, q in zip(sequences, queries):
         ranked = ", ".join(f"{m['name']} {m['distance']:.4f}" for m in q["matches"])
         print(f"{s.label}: {q['decision']}  [{ranked}]")
+    return 0
+
+
+def cmd_watch(args) -> int:
+    from .gallery import Gallery
+    from .recognise import gallery_threshold, prepare_gallery
+    from .watch import watch
+
+    with Gallery.open(args.gallery) as gallery:
+        if not gallery.people():
+            raise ValueError(f"{args.gallery}: the gallery is empty; enrol someone first")
+        threshold, _ = gallery_threshold(gallery, args.threshold)
+        embedder = load_embedder(args)
+        prepare_gallery(gallery, embedder)
+        source = int(args.source) if args.source.isdigit() else args.source  # a camera index
+        result = watch(source, gallery, embedder, window=args.window, step=args.step, threshold=threshold,
+                       annotate=args.annotate, announce=(lambda line: None) if args.json else print,
+                       progress=not args.quiet)
+    if args.json:
+        print(json.dumps(dict(result, model=embedder.identity), indent=2))
+        return 0
+    named = ", ".join(f"track {t['track']}: {t['name']}" + (f" (nearest {t['nearest']})" if t["name"] != t["nearest"] else "")
+                      for t in result["tracks"]) or "nobody named"
+    print(f"{result['frames']} frames in {result['seconds']:.1f} s; {named}"
+          + (f"; annotated video {args.annotate}" if args.annotate else ""))
     return 0
 
 
@@ -617,6 +600,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_identify)
+
+    p = sub.add_parser("watch", help="name people live as they walk in a video, camera or stream",
+                       description="Track the people of SOURCE and identify each on a sliding window of its "
+                       "latest silhouettes against GALLERY, printing a line when a person is first named and "
+                       "whenever the name changes; at the end, each track's final name (the decision of most "
+                       "of its windows). " + model_note)
+    p.add_argument("source", metavar="SOURCE", help="video file, folder of frame images, camera index (0) or stream URL")
+    p.add_argument("--gallery", required=True, help="gallery file (SQLite) made by gaitrec enroll")
+    p.add_argument("--window", type=int, default=30, help="silhouettes per identification (default: 30)")
+    p.add_argument("--step", type=int, default=10, help="new silhouettes between identifications (default: 10)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="largest distance accepted as a match (default: calibrated from the gallery)")
+    p.add_argument("--annotate", help="write the video with boxes and names (.mp4 or .avi; default: none)")
+    p.add_argument("--json", action="store_true",
+                   help='print {"model", "source", "fps", "frames", "seconds", "tracks": [{"track", "first_frame", '
+                   '"name", "nearest", "windows"}]} instead of live lines')
+    add_model_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("gallery", help="list, remove or export the people of a gallery",
                        description="Inspect and edit a gallery made by gaitrec enroll.",

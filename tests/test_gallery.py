@@ -238,39 +238,6 @@ def test_bad_sources_and_names_exit_2(tiny, tmp_path, capsys):
     assert not gallery.exists()
 
 
-def test_video_sources_enrol_one_person(tiny, tmp_path, capsys, monkeypatch):
-    """Videos go through gaitrec.video.extract_tracks (stood in for here): several tracks are refused with
-    their count unless --longest picks one."""
-    from gaitrec.data.pickle_io import load_array
-
-    frames = load_array(walk(tiny, "001", "nm-01"))
-    tracks = [types.SimpleNamespace(id=4, first_frame=0, last_frame=9, silhouettes=frames[:10]),
-              types.SimpleNamespace(id=2, first_frame=0, last_frame=15, silhouettes=frames)]
-    monkeypatch.setitem(sys.modules, "gaitrec.video", types.SimpleNamespace(extract_tracks=lambda source, **kw: tracks))
-    video = tmp_path / "street.mp4"
-    video.write_bytes(b"\0")
-    gallery = tmp_path / "g.db"
-    line = one_line_error(capsys, "enroll", gallery, "walker", video, *model_args(tiny))
-    assert "2 people were tracked" in line and "--longest" in line
-    code, out, err = run(capsys, "enroll", gallery, "walker", video, "--longest", *model_args(tiny), "--quiet")
-    assert code == 0, err
-    code, out, err = run(capsys, "gallery", gallery, "list", "--json")
-    assert json.loads(out)["people"] == [{"name": "walker", "sequences": 1, "sources": [str(video)]}]
-    code, out, err = run(capsys, "identify", gallery, video, "--json", *model_args(tiny), "--quiet")
-    queries = json.loads(out)["queries"]
-    assert [(q["source"], q["track"]) for q in queries] == [(str(video), 2), (str(video), 4)]
-    with Gallery.open(gallery) as g:
-        assert g.db.execute("SELECT track, frames FROM sequences").fetchall() == [(2, len(frames))]
-    # A folder of frame images is a video too; a folder of .pkl sequences is not.
-    images = tmp_path / "frames"
-    images.mkdir()
-    (images / "000001.png").write_bytes(b"\x89PNG")
-    from gaitrec.sources import sequences_from_source
-
-    assert [(s.source, s.track) for s in sequences_from_source(images)] == [(str(images), 2), (str(images), 4)]
-    assert [s.track for s in sequences_from_source(tiny.data / "001")] == [None] * 4
-
-
 def test_list_remove_export(tiny, enrolled, tmp_path, capsys):
     code, out, _ = run(capsys, "gallery", enrolled, "list", "--json")
     listing = json.loads(out)
