@@ -166,6 +166,10 @@ def cmd_data_info(args) -> int:
     if args.sheet:
         write_contact_sheet(args.root, args.sheet)
         print(f"contact sheet: {args.sheet}")
+    if info["bad_sequences"]:  # listed above, one line each; the exit status tells scripts
+        print(f"gaitrec data info: error: {len(info['bad_sequences'])} unusable sequence file(s), first: "
+              f"{info['bad_sequences'][0]}", file=sys.stderr)
+        return 2
     return 0
 
 

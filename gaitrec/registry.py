@@ -8,9 +8,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Iterable
 
-
-class ConfigError(ValueError):
-    """A problem in a configuration or in user input that a person has to fix."""
+from .errors import ConfigError  # noqa: F401  (re-exported: most modules import it from here)
 
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:

@@ -160,6 +160,10 @@ class StoreSource:
             self._mapped.madvise(mmap.MADV_WILLNEED, start, offset + size - start)
         return flat[offset: offset + size].reshape(length, height, width)
 
+    def header(self, index: int) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of sequence ``index`` from the (checked) index."""
+        return tuple(self._layout[index][1:]), np.dtype(np.uint8)
+
     def frame_count(self, index: int) -> int:
         """Number of frames of sequence ``index``, without reading them."""
         return self._layout[index][1]
