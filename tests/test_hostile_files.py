@@ -125,3 +125,21 @@ def test_truncated_sequence_stops_training_at_start_naming_the_file(constructed_
         GaitDataset(PklSource(constructed_dataset))
     save_array(path, np.zeros((3, 16, 16), np.uint8))
     GaitDataset(PklSource(constructed_dataset))
+
+
+def test_every_hostile_npz_is_refused_by_evaluate_with_one_line(tmp_path, capsys):
+    paths = hostile.write_hostile_npz(tmp_path)
+    for name, path in paths.items():
+        assert main(["evaluate", str(path), "--protocol", "casia-b"]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"gaitrec evaluate: error: {path}: "), (name, err)
+
+
+def test_npz_declaring_more_than_it_holds_allocates_nothing(tmp_path):
+    import resource
+    from gaitrec.evaluation.features import read_npz
+    path = hostile.write_hostile_npz(tmp_path)["declares_93_gib"]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataError, match="declares shape \\(100000, 1000, 250\\)"):
+        read_npz(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
