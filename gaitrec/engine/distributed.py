@@ -65,11 +65,12 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(gathered, 0)
 
 
-def summary_writer(run_dir: Path, ctx: DistContext):
-    """A TensorBoard writer on rank 0 (None elsewhere)."""
+def summary_writer(run_dir: Path, ctx: DistContext, purge_step: int | None = None):
+    """A TensorBoard writer on rank 0 (None elsewhere). ``purge_step``: after a resume, TensorBoard drops the
+    events a crashed run wrote from that step on, which the resumed run writes again."""
     if ctx.rank != 0:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(Path(run_dir) / "summary"))
+    return SummaryWriter(log_dir=str(Path(run_dir) / "summary"), purge_step=purge_step)
 
