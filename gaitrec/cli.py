@@ -8,10 +8,14 @@ import sys
 import warnings
 from pathlib import Path
 
+from .errors import UserError
 from .registry import ConfigError
 
 # Errors that mean "the input is wrong", printed as one line; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, ValueError, OSError, KeyError, FloatingPointError)
+# gaitrec raises UserError subclasses for bad input; OSError covers files the user named (missing, unwritable,
+# disk full). A plain ValueError is still printed as one line, with a hint, for commands not yet converted to
+# UserError; remove it from this tuple once every command raises UserError.
+USER_ERRORS = (UserError, OSError, ValueError)
 
 
 def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
@@ -81,7 +85,7 @@ def cmd_evaluate(args) -> int:
     from .evaluation.report import print_table, write_report
 
     if args.probe_set and args.protocol != "gait3d":
-        raise ValueError(f"--probe-set applies to the gait3d protocol only, not {args.protocol}")
+        raise ConfigError(f"--probe-set applies to the gait3d protocol only, not {args.protocol}")
     features = load_features(args.features)
     result = evaluate(features, args.protocol, metric=args.metric, rerank=args.rerank, probe_set=args.probe_set)
     if args.output:
@@ -129,7 +133,7 @@ def cmd_synth(args) -> int:
                                    progress=not args.quiet, **options)
         print(json.dumps(summary, default=str))
     if not args.output and not args.preview:
-        raise ValueError("nothing to do: give --output DIR and/or --preview PNG")
+        raise ConfigError("nothing to do: give --output DIR and/or --preview PNG")
     return 0
 
 
@@ -299,14 +303,27 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if os.environ.get("GAITREC_DEBUG"):
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if isinstance(err, KeyError):
-            message = str(err.args[0]) if err.args else "missing key"
-        print(f"gaitrec {args.command}: error: {message}", file=sys.stderr)
+        print(f"gaitrec {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gaitrec {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        print(f"gaitrec {args.command}: internal error, this is a bug in gaitrec; please report it with the "
+              "traceback below", file=sys.stderr)
+        raise
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an error; an OSError names its file ("No space left on device: 'run/x.pt'")."""
+    if isinstance(err, OSError) and err.strerror:
+        names = [str(n) for n in (err.filename, err.filename2) if n is not None]
+        return f"{err.strerror}: {' -> '.join(names)}" if names else err.strerror
+    text = str(err).strip()
+    message = text.splitlines()[0] if text else type(err).__name__
+    if isinstance(err, ValueError) and not isinstance(err, UserError):
+        message += " (if your input looks right, this may be a bug: rerun with GAITREC_DEBUG=1 for the traceback)"
+    return message
 
 
 if __name__ == "__main__":

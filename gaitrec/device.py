@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from .errors import ConfigError
 
 
 def pick_device(requested: str | torch.device | None = None) -> torch.device:
@@ -10,5 +11,5 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} was asked for but CUDA is not available; use cpu")
+        raise ConfigError(f"device {device} was asked for but CUDA is not available; use cpu")
     return device

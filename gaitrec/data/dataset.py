@@ -283,7 +283,7 @@ def remove_probes_without_gallery(dataset: GaitDataset, dataset_name: str) -> in
     kept = [key for i, key in enumerate(dataset.indices) if dataset.info(i).subject in with_gallery]
     dropped = len(dataset.indices) - len(kept)
     if not kept:
-        raise ValueError("remove_no_gallery: no test subject has a gallery sequence")
+        raise DataError("remove_no_gallery: no test subject has a gallery sequence")
     dataset.indices = kept
     dataset.relabel()
     if dropped:

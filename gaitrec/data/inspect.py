@@ -78,7 +78,7 @@ def dataset_info(root: str | Path, partition: str | Path | Mapping[str, Sequence
     if protocol_types is None and protocol_views is None:
         name = dataset or _guess_protocol(partition_path, set(types), set(views))
         if name is not None and name not in PROTOCOLS:
-            raise ValueError(f"no type/view grid known for dataset {name!r}: known {', '.join(PROTOCOLS)}")
+            raise DataError(f"no type/view grid known for dataset {name!r}: known {', '.join(PROTOCOLS)}")
         if name is not None:
             protocol_types, protocol_views = PROTOCOLS[name]
     else:

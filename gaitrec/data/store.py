@@ -272,13 +272,13 @@ def pack(pkl_root: str | Path, store_root: str | Path, progress: bool = True) ->
     _check_target(store_root)
     source = PklSource(pkl_root)
     if source.empty_folders:
-        raise ValueError(f"{source.empty_folders[0]}: sequence folder holds no .pkl file "
+        raise DataError(f"{source.empty_folders[0]}: sequence folder holds no .pkl file "
                          f"({len(source.empty_folders)} such folders); remove them before packing")
     for info in source.sequences:
         folder = Path(info.location).parent
         count = len(list(folder.glob("*.pkl")))
         if count != 1:
-            raise ValueError(f"{folder}: holds {count} .pkl files; a store keeps one silhouette array per sequence")
+            raise DataError(f"{folder}: holds {count} .pkl files; a store keeps one silhouette array per sequence")
 
     def build(folder: Path) -> None:
         rows, crcs, offset, frames, crc = [], [], 0, 0, 0
@@ -286,7 +286,7 @@ def pack(pkl_root: str | Path, store_root: str | Path, progress: bool = True) ->
             for i, info in enumerate(tqdm(source.sequences, desc="pack", unit="seq", disable=not progress)):
                 array = source.load(i)
                 if array.dtype != np.uint8 or array.ndim != 3:
-                    raise ValueError(f"{info.location}: a store holds uint8 [T, H, W] silhouettes, found "
+                    raise DataError(f"{info.location}: a store holds uint8 [T, H, W] silhouettes, found "
                                      f"{array.dtype} of shape {tuple(array.shape)}")
                 data = np.ascontiguousarray(array).tobytes()
                 out.write(data)

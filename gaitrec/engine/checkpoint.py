@@ -121,7 +121,7 @@ def load_model_weights(model: torch.nn.Module, state: dict, strict: bool = True,
             if reshaped:
                 parts.append(f"other shapes {len(reshaped)} (e.g. {reshaped[0]}: {tuple(weights[reshaped[0]].shape)} "
                              f"in the file, {tuple(own[reshaped[0]].shape)} in the model)")
-            raise ValueError(f"{where} does not match the model: {'; '.join(parts)}. "
+            raise DataError(f"{where} does not match the model: {'; '.join(parts)}. "
                              "Use restore_ckpt_strict: false to load the matching part only")
     if reshaped:
         # Stage-to-stage loading (e.g. a new classifier size): keep only tensors whose shapes agree.

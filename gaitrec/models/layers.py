@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..registry import Registry
 
 BACKBONES = Registry("backbone")
@@ -206,7 +207,7 @@ class Plain(nn.Module):
             elif kind == "FC":
                 layers.append(FocalConv2d(in_c, out_c, kernel, halving=int(numbers[1]), stride=1, padding=pad))
             else:
-                raise ValueError(f"Plain backbone: layer {spec!r} must be BC-<c>, FC-<c>-<halving> or M")
+                raise ConfigError(f"Plain backbone: layer {spec!r} must be BC-<c>, FC-<c>-<halving> or M")
             layers.append(nn.LeakyReLU(inplace=True))
             in_c = out_c
         return nn.Sequential(*layers)

@@ -33,6 +33,7 @@ from ..data.pickle_io import atomic_write_bytes, save_array
 from .body import TYPES, VIEWS, Subject, Walk, sample_subject, sample_walk
 from .render import camera_placement, centred_placement, pretreat, render_walk
 from .walk import body_shape
+from ..errors import ConfigError
 
 FORMAT_VERSION = 2
 MARKER = "synthgait.json"
@@ -138,20 +139,20 @@ def _parameters(subjects, frames, size, seed, views, types, raw, raw_size) -> di
     """Validated generation parameters in JSON form (the marker compares them as such)."""
     for name, value, low in (("subjects", subjects, 1), ("frames", frames, 1), ("size", size, 16), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"SynthGait: {name} must be an integer >= {low}, got {value!r}")
+            raise ConfigError(f"SynthGait: {name} must be an integer >= {low}, got {value!r}")
     if size % 2:
-        raise ValueError(f"SynthGait: size must be even (the window is centred), got {size}")
+        raise ConfigError(f"SynthGait: size must be even (the window is centred), got {size}")
     views = list(VIEWS) if views is None else [f"{int(v):03d}" if str(v).isdigit() else str(v) for v in views]
     unknown = [v for v in views if v not in VIEWS]
     if unknown or not views:
-        raise ValueError(f"SynthGait: unknown views {unknown or views}; choose from {', '.join(VIEWS)}")
+        raise ConfigError(f"SynthGait: unknown views {unknown or views}; choose from {', '.join(VIEWS)}")
     types = list(TYPES) if types is None else [str(t) for t in types]
     unknown = [t for t in types if t not in TYPES]
     if unknown or not types:
-        raise ValueError(f"SynthGait: unknown types {unknown or types}; choose from {', '.join(TYPES)}")
+        raise ConfigError(f"SynthGait: unknown types {unknown or types}; choose from {', '.join(TYPES)}")
     raw_size = [int(x) for x in raw_size]
     if len(raw_size) != 2 or min(raw_size) < 32:
-        raise ValueError(f"SynthGait: raw_size must be (height, width), each at least 32, got {raw_size}")
+        raise ConfigError(f"SynthGait: raw_size must be (height, width), each at least 32, got {raw_size}")
     return {"subjects": int(subjects), "frames": int(frames), "size": int(size), "seed": int(seed),
             "views": views, "types": types, "raw": bool(raw), "raw_size": raw_size if raw else None}
 
@@ -167,11 +168,11 @@ def _check_output(output: Path, parameters: dict) -> dict | None:
             recorded = json.loads(marker.read_text())
             same = recorded["version"] == FORMAT_VERSION and recorded["parameters"] == parameters
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"{marker} is unreadable; delete {output} or choose another output directory") from None
+            raise ConfigError(f"{marker} is unreadable; delete {output} or choose another output directory") from None
         if not same:
             differences = {k: (recorded["parameters"].get(k), v) for k, v in parameters.items()
                            if recorded["parameters"].get(k) != v}
-            raise ValueError(f"{output} holds a SynthGait dataset made with other parameters "
+            raise ConfigError(f"{output} holds a SynthGait dataset made with other parameters "
                              f"(recorded vs requested: {differences}); choose another output directory or delete it")
         return dict(recorded["summary"], seconds=0.0, output=str(output), reused=True)
     if not output.is_dir() or not any(output.iterdir()):
