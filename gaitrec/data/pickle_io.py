@@ -232,11 +232,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        fsync_directory(path.parent)
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # a full disk's error names no file: name it
+            raise type(err)(err.errno, err.strerror or str(err), str(path)) from None
         raise
-    fsync_directory(path.parent)
 
 
 def current_umask() -> int:

@@ -381,7 +381,10 @@ class Monitor:
         self.bar.set_postfix(loss=f"{logged['loss']:.3f}")
         if not self.main:
             return
-        self.metrics.write(json.dumps({"iteration": iteration, **logged}) + "\n")
+        try:
+            self.metrics.write(json.dumps({"iteration": iteration, **logged}) + "\n")
+        except OSError as err:  # a full disk: name the file
+            raise OSError(err.errno, err.strerror, str(self.run_dir / "metrics.jsonl")) from None
         for key, value in logged.items():
             self.writer.add_scalar(key if "/" in key else f"train/{key}", value, iteration)
         if iteration == self.start + 1 or iteration % self.cfg["save_iter"] == 0:
