@@ -13,7 +13,6 @@ import torch.nn as nn
 
 from ..registry import MODELS
 from .layers import HorizontalPoolingPyramid, PackSequenceWrapper, SeparateFCs, SetBlockWrapper, build_backbone
-from ..errors import ConfigError
 
 
 class BasicConv1d(nn.Module):
@@ -54,7 +53,7 @@ class TemporalFeatureAggregator(nn.Module):
     def forward(self, x: torch.Tensor, dim: int = 2) -> torch.Tensor:
         # ``dim`` (time) is accepted so that PackSequenceWrapper can call this like a pooling function.
         if dim != 2:
-            raise ConfigError(f"TemporalFeatureAggregator pools over dim 2 of [n, c, s, p], got dim={dim}")
+            raise ValueError(f"TemporalFeatureAggregator pools over dim 2 of [n, c, s, p], got dim={dim}")
         n, c, s, p = x.shape
         parts = x.permute(3, 0, 1, 2).contiguous()  # [p, n, c, s]
         flat = parts.view(p * n, c, s)

@@ -7,6 +7,7 @@ is ``[n, c, p]`` (p = horizontal parts).
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
 import torch
@@ -196,6 +197,8 @@ class Plain(nn.Module):
         layers: list[nn.Module] = []
         in_c = self.in_channels
         for i, spec in enumerate(self.layers_cfg):
+            if not isinstance(spec, str) or not re.fullmatch(r"M|BC-[1-9]\d*|FC-[1-9]\d*-\d+", spec):
+                raise ConfigError(f"Plain backbone: layer {spec!r} must be BC-<c>, FC-<c>-<halving> or M")
             if spec == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
                 continue
