@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -298,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _one_line_warnings
+    threading.excepthook = _quiet_disk_errors_in_threads
     try:
         return args.func(args)
     except USER_ERRORS as err:
@@ -312,6 +315,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gaitrec {args.command}: internal error, this is a bug in gaitrec; please report it with the "
               "traceback below", file=sys.stderr)
         raise
+
+
+def _quiet_disk_errors_in_threads(hook_args) -> None:
+    """A full disk also fails background writers (TensorBoard's thread): the main thread reports it in one line
+    naming the file, so the thread's traceback is not printed. Other thread errors keep theirs."""
+    if isinstance(hook_args.exc_value, OSError) and hook_args.exc_value.errno in (errno.ENOSPC, errno.EDQUOT,
+                                                                                  errno.EFBIG):
+        return
+    threading.__excepthook__(hook_args)
 
 
 def _one_line(err: BaseException) -> str:

@@ -164,3 +164,16 @@ def test_full_disk_names_the_file_and_leaves_no_temporary(tiny, monkeypatch, cap
     assert err[0].endswith("config.yaml")
     run = Path(err[0].split(": ")[-1]).parent
     assert not list(run.rglob("*.tmp"))
+
+
+def test_full_disk_under_tensorboard_is_one_line_naming_its_folder(tiny, monkeypatch, capfd):  # noqa: F811
+    from tensorboard.summary.writer import record_writer
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", write)
+    assert main(["train", str(tiny), "--no-test", "--quiet"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert "Traceback (most recent call last):" not in err
+    assert err[-1].startswith("gaitrec train: error: No space left on device: ") and err[-1].endswith("summary")

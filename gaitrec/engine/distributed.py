@@ -72,5 +72,30 @@ def summary_writer(run_dir: Path, ctx: DistContext, purge_step: int | None = Non
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(Path(run_dir) / "summary"), purge_step=purge_step)
+    log_dir = str(Path(run_dir) / "summary")
+    try:
+        return _NamingWriter(SummaryWriter(log_dir=log_dir, purge_step=purge_step))
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), err.filename or log_dir) from None
+
+
+class _NamingWriter:
+    """A SummaryWriter whose write errors (a full disk, raised from its writer thread) name the event folder."""
+
+    def __init__(self, writer):
+        self._writer = writer
+
+    def __getattr__(self, name):
+        method = getattr(self._writer, name)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except OSError as err:
+                if err.filename is not None:
+                    raise
+                raise OSError(err.errno, err.strerror or str(err), self._writer.log_dir) from None
+        return call
 
