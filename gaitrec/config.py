@@ -124,6 +124,8 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         for i, key in enumerate(keys[:-1]):
             node = _step(node, key, ".".join(keys[: i + 1]))
         last = keys[-1]
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"override {item!r}: {'.'.join(keys[:-1])} is a {type(node).__name__}, not a mapping")
         if isinstance(node, list):
             node[_list_index(node, last, dotted)] = value
         else:
@@ -449,6 +451,13 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     check_kwargs(scheduler, sched, "scheduler_cfg", source, extra=("scheduler",),
                  ignorable=_all_parameters(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler))
     check_values(scheduler, sched, "scheduler_cfg", source)
+    # Ranges the classes check themselves (a negative lr, betas outside [0, 1)): build both on one parameter.
+    try:
+        optimizer = solver([torch.nn.Parameter(torch.zeros(1))],
+                           **{k: v for k, v in opt.items() if k != "solver"})
+        scheduler(optimizer, **{k: v for k, v in sched.items() if k != "scheduler"})
+    except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as err:
+        raise ConfigError(f"{source}: optimizer_cfg/scheduler_cfg: {' '.join(str(err).split())}"[:300]) from None
 
 
 def _import_registered():
