@@ -13,6 +13,7 @@ from .errors import ConfigError  # noqa: F401  (re-exported: most modules import
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate most similar to ``name``, or None when nothing is close."""
+    name = str(name)  # a YAML key can be null, a number or a boolean
     matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
     if not matches:
         lowered = {c.lower(): c for c in candidates}
