@@ -240,6 +240,7 @@ _ANNOTATIONS = {
     "list[int]": _LIST_OF_INT, "Sequence[int]": _LIST_OF_INT, "tuple[int,...]": _LIST_OF_INT,
     "Iterable[int]": _LIST_OF_INT, "list[str]": _LIST_OF_STR, "Sequence[str]": _LIST_OF_STR,
 }
+MAX_PARAMETERS = 10**10  # 40 GB of fp32 weights; the largest OpenGait models hold about 3 * 10**8
 # Sizes and counts that must be positive whatever their type says.
 POSITIVE_KEYS = {"class_num", "parts_num", "in_channels", "out_channels", "bin_num", "channels", "lateral_dim",
                  "squeeze", "in_channel"}
@@ -315,12 +316,15 @@ def _check_model(model_cfg: dict, source: str) -> None:
             check_values(nested, value, f"model_cfg.{key}", source)
     try:
         with torch.device("meta"):
-            create_model(model_cfg)
+            parameters = sum(p.numel() for p in create_model(model_cfg).parameters())
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     except (TypeError, ValueError, ZeroDivisionError, IndexError, KeyError, RuntimeError, AttributeError) as err:
         raise ConfigError(f"{source}: model_cfg: {model_cfg['model']} cannot be built from these values "
                           f"({type(err).__name__}: {' '.join(str(err).split())})"[:400]) from None
+    if parameters > MAX_PARAMETERS:  # a typo such as in_channels: 1e9 would try to allocate terabytes
+        raise ConfigError(f"{source}: model_cfg: {model_cfg['model']} would have {parameters:,} parameters "
+                          f"(more than {MAX_PARAMETERS:,}); check the channel and class counts")
 
 
 def _check_sampler(sampler: dict, where: str, source: str, training: bool):

@@ -22,6 +22,8 @@ ATTACKS = {
     "scheduler_cfg.milestones=abc": "scheduler_cfg.milestones must be list of int",
     "model_cfg.SeparateFCs.in_channels=0": "model_cfg.SeparateFCs.in_channels must be positive",
     "evaluator_cfg.restore_hint=-5": "evaluator_cfg.restore_hint must be an iteration >= 0",
+    "model_cfg.SeparateBNNecks.class_num=100000000000": "would have 2,400,000,000,628 parameters",
+    "optimizer_cfg.lr=-1": "Invalid learning rate: -1",
 }
 
 
