@@ -344,6 +344,9 @@ def _check_sampler(sampler: dict, where: str, source: str, training: bool):
             raise ConfigError(f"{source}: {where}.batch_size must be [subjects, sequences per subject], got {batch!r}")
     elif not (type(batch) is int and batch > 0):
         raise ConfigError(f"{source}: {where}.batch_size must be a positive integer, got {batch!r}")
+    for key in ("frames_num_fixed", "frames_num_min", "frames_num_max", "frames_skip_num"):
+        if key in sampler and sampler[key] < (0 if key == "frames_skip_num" else 1):
+            raise ConfigError(f"{source}: {where}.{key} must be positive, got {sampler[key]!r}")
     if sample_type.startswith("unfixed") and sampler.get("frames_num_min", 0) > sampler.get("frames_num_max", 0):
         raise ConfigError(f"{source}: {where}.frames_num_min is larger than frames_num_max")
 
@@ -356,6 +359,7 @@ def _check_transforms(transforms, where: str, source: str):
             raise ConfigError(f"{source}: {where}[{i}] must be a mapping with a 'type'")
         cls = TRANSFORMS.get(entry["type"])
         check_kwargs(cls, entry, f"{where}[{i}]", source, extra=("type",), ignorable=("img_w",))
+        check_values(cls, {k: v for k, v in entry.items() if k != "type"}, f"{where}[{i}]", source)
         if entry["type"] == "Compose":
             _check_transforms(entry.get("trf_cfg", []), f"{where}[{i}].trf_cfg", source)
 

@@ -37,7 +37,8 @@ CONFIG_KEYS = [
     "trainer_cfg.total_iter", "trainer_cfg.save_iter", "trainer_cfg.sampler.batch_size",
     "trainer_cfg.sampler.frames_num_fixed", "trainer_cfg.sampler.sample_type", "trainer_cfg.transform",
     "trainer_cfg.restore_hint", "evaluator_cfg.sampler.batch_size", "evaluator_cfg.metric", "evaluator_cfg.transform",
-    "trainer_cfg.transform.0.type", "nonsense", "model_cfg.x.y",
+    "trainer_cfg.transform.0.type", "nonsense", "model_cfg.x.y", "trainer_cfg.transform.0.divsor",
+    "evaluator_cfg.transform.0.img_shape", "trainer_cfg.sampler.frames_num_fixed", "scheduler_cfg.scheduler",
 ]
 yaml_values = st.one_of(
     st.sampled_from(["[", "]", "{}", "[]", "-1", "0", "1e9", "true", "null", ".nan", "abc", "[-1]", "[1, 2]",
