@@ -96,3 +96,12 @@ def test_prune_keeps_the_newest(tmp_path):
     prune_checkpoints(tmp_path, "run", keep=2)
     assert [i for i, _ in list_checkpoints(tmp_path, "run")] == [6, 8]
     assert (tmp_path / "checkpoints" / "run-best.pt").is_file()
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = save_checkpoint(tmp_path / "run-00001.pt", {"iteration": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
