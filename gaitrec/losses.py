@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .registry import LOSSES
 from .errors import ConfigError
+from .registry import LOSSES
 
 
 @LOSSES.register()

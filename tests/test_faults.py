@@ -15,7 +15,7 @@ import torch
 
 from gaitrec.cli import main
 from gaitrec.engine.checkpoint import list_checkpoints, load_checkpoint
-from gaitrec.engine.trainer import RunLock, train
+from gaitrec.engine.trainer import lock_run_dir, train
 from gaitrec.errors import RunError
 from test_engine import cfg_of, tiny  # noqa: F401  (fixture)
 
@@ -114,11 +114,11 @@ def test_corrupt_rng_state_is_one_line(tiny, capsys):  # noqa: F811
 def test_second_training_into_a_locked_run_directory_is_refused(tiny, capsys):  # noqa: F811
     cfg = cfg_of(tiny)
     from gaitrec.engine.trainer import run_dir_of
-    holder = RunLock(run_dir_of(cfg))
+    holder = lock_run_dir(run_dir_of(cfg))
     try:
         assert main(["train", str(tiny), "--no-test", "--quiet"]) == 2
         err = capsys.readouterr().err
-        assert f"is in use by another training (pid {os.getpid()} on host " in err
+        assert f"another training; choose another trainer_cfg.save_name) is in use by pid {os.getpid()} on host " in err
     finally:
         holder.release()
     train(cfg, progress=False, test_at_end=False)  # released: it runs

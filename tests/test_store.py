@@ -219,3 +219,18 @@ def test_pkl_source_and_store_agree(store, tmp_path):
            [(s.subject, s.type, s.view) for s in packed.sequences]
     for i in range(len(packed)):
         np.testing.assert_array_equal(pkl.load(i), packed.load(i))
+
+
+def test_killed_packs_leave_nothing_behind_and_a_running_one_is_not_disturbed(tmp_path):
+    from gaitrec.errors import RunError
+    from gaitrec.locking import OutputLock
+    make_pkl_dataset(tmp_path / "pkl")
+    (tmp_path / ".store.k1ll3d.tmp").mkdir()  # the temporary folder of a killed pack
+    pack(tmp_path / "pkl", tmp_path / "store", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkl", "store"]
+    holder = OutputLock(tmp_path / ".other.lock", "other")
+    try:
+        with pytest.raises(RunError, match="other is in use by pid"):
+            pack(tmp_path / "pkl", tmp_path / "other", progress=False)
+    finally:
+        holder.release()

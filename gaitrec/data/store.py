@@ -44,6 +44,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import DataError
+from ..locking import OutputLock
 from .dataset import PklSource, SequenceInfo
 from .pickle_io import current_umask, fsync_directory, save_array
 
@@ -246,9 +247,20 @@ def _check_target(target: Path) -> None:
 
 
 def _build_then_rename(target: Path, build) -> None:
-    """Run ``build(folder)`` in a temporary folder beside ``target``, then rename it to ``target``."""
+    """Run ``build(folder)`` in a temporary folder beside ``target``, then rename it to ``target``; under a lock
+    (``.<target>.lock`` beside it), which also makes the temporary folders of killed runs safe to remove."""
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(target.parent / f".{target.name}.lock", str(target), remove=True)
+    try:
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        _build_in_temporary(target, build)
+    finally:
+        lock.release()
+
+
+def _build_in_temporary(target: Path, build) -> None:
     temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     os.chmod(temp, 0o777 & ~current_umask())  # mkdtemp creates 0700; outputs follow the umask
     try:

@@ -2,13 +2,10 @@
 inference and logging are small helpers called from the loop."""
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
-import os
 import random
-import socket
 import time
 import warnings
 from contextlib import nullcontext
@@ -23,9 +20,10 @@ from ..config import dump, loss_entries, torch_class
 from ..data.dataset import build_datasets
 from ..data.pickle_io import atomic_write_bytes
 from ..data.sampler import SequenceCollator, SequenceReader, TripletSampler
+from ..errors import DataError, RunError
+from ..locking import OutputLock
 from ..losses import build_losses, total_loss
 from ..models import create_model
-from ..errors import DataError, RunError
 from ..registry import ConfigError
 from . import distributed as dist_utils
 from .checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, load_model_weights, prune_checkpoints,
@@ -176,28 +174,9 @@ def check_run_dir_owned(run_dir: Path, trainer_cfg: dict, resume: bool) -> None:
                        "or choose another trainer_cfg.save_name")
 
 
-class RunLock:
-    """An exclusive lock on a run directory (``flock`` on ``<run_dir>/.lock``), held while training."""
-
-    def __init__(self, run_dir: Path):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = run_dir / ".lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self.fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-            os.close(self.fd)
-            raise RunError(f"{run_dir} is in use by another training ({holder}); wait for it to finish or choose "
-                           "another trainer_cfg.save_name") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            os.close(self.fd)  # closing releases the flock
-            self.fd = None
+def lock_run_dir(run_dir: Path) -> OutputLock:
+    """The run directory's lock (``<run_dir>/.lock``), held while training: a second training is refused."""
+    return OutputLock(run_dir / ".lock", f"{run_dir} (another training; choose another trainer_cfg.save_name)")
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -266,7 +245,7 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     sampler_cfg = trainer["sampler"]
     TripletSampler(train_set.labels, sampler_cfg["batch_size"])  # refuses a batch larger than the subjects
 
-    lock = RunLock(run_dir) if ctx.rank == 0 else None  # creates the run directory: nothing was refused
+    lock = lock_run_dir(run_dir) if ctx.rank == 0 else None  # creates the run directory: nothing was refused
     try:
         start, log_sizes, notes = restore(cfg, run_dir, model, optimizer, scheduler, scaler, resume)
     except BaseException:

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from ..device import pick_device
-import torch.nn.functional as F
 from ..errors import DataError
+import torch.nn.functional as F
 
 METRICS = ("euc", "cos")
 

@@ -8,6 +8,7 @@ occur among float32 values) come out in the order they come out in OpenGait with
 from __future__ import annotations
 
 import numpy as np
+
 from ..errors import DataError
 
 

@@ -17,12 +17,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..errors import DataError
 from ..registry import closest
 from .distance import check_metric, nearest, nearest_in_groups, pairwise_distance
 from .features import check_features
 from .metrics import accuracy_and_map, percent_rounded, rank_k_hits, retrieval_metrics
 from .rerank import k_reciprocal_rerank
-from ..errors import DataError
 
 DEFAULT_PROBE_SET = Path(__file__).resolve().parent.parent / "partitions" / "Gait3D.json"
 

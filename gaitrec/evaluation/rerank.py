@@ -6,6 +6,7 @@ distance are stored in float16.
 from __future__ import annotations
 
 import numpy as np
+
 from ..errors import DataError
 
 

@@ -21,11 +21,9 @@ is an interrupted run of an older gaitrec and is replaced.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
 import warnings
@@ -39,10 +37,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.pickle_io import atomic_write_bytes, current_umask, fsync_directory, save_array
+from ..errors import ConfigError, DataError
+from ..locking import OutputLock
 from .body import TYPES, VIEWS, Subject, Walk, sample_subject, sample_walk
 from .render import camera_placement, centred_placement, pretreat, render_walk
 from .walk import body_shape
-from ..errors import ConfigError, DataError
 
 FORMAT_VERSION = 2
 MARKER = "synthgait.json"
@@ -102,7 +101,7 @@ def generate_dataset(output: str | Path, subjects: int = DEFAULT_SUBJECTS, frame
     """
     parameters = _parameters(subjects, frames, size, seed, views, types, raw, raw_size)
     output = Path(output)
-    lock = _OutputLock(output)
+    lock = OutputLock(output.parent / f".{output.name}.lock", str(output), wait=True)
     try:
         existing = _check_output(output, parameters)
         if existing is not None:
@@ -237,26 +236,6 @@ def _verify_files(output: Path, files: dict | None) -> None:
         if len(data) != size or zlib.crc32(data) != crc:
             raise DataError(f"{path}: changed or corrupt (size/CRC differ from {output / MARKER}); delete {output} "
                             "to regenerate it")
-
-
-class _OutputLock:
-    """An exclusive lock on ``.<output>.lock`` beside ``output``; a second writer waits for the first."""
-
-    def __init__(self, output: Path):
-        output.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(output.parent / f".{output.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(self.fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-            warnings.warn(f"{output} is being written by {holder}; waiting for it")
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"pid {os.getpid()} on host {socket.gethostname()}".encode(), 0)
-
-    def release(self) -> None:
-        os.ftruncate(self.fd, 0)
-        os.close(self.fd)
 
 
 def _wait_for(pending: list[Future], keep: int) -> list[Future]:
