@@ -327,7 +327,7 @@ def _quiet_disk_errors_in_threads(hook_args) -> None:
 
 
 def _one_line(err: BaseException) -> str:
-    """The first line of an error; an OSError names its file ("No space left on device: 'run/x.pt'")."""
+    """The first line of an error; an OSError names its file ("No space left on device: run/x.pt")."""
     if isinstance(err, OSError) and err.strerror:
         names = [str(n) for n in (err.filename, err.filename2) if n is not None]
         return f"{err.strerror}: {' -> '.join(names)}" if names else err.strerror
