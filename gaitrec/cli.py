@@ -2,19 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import threading
 import warnings
 from pathlib import Path
 
+from .errors import UserError
 from .registry import ConfigError
 
 # Commands that never run torch: they skip setting its thread count (importing torch takes seconds).
 NO_TORCH_COMMANDS = ("synth", "pretreat", "pack", "unpack", "data")
 
 # Errors that mean "the input is wrong", printed as one line; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, ValueError, OSError, KeyError, FloatingPointError)
+# gaitrec raises UserError subclasses for bad input; OSError covers files the user named (missing, unwritable,
+# disk full). A plain ValueError is still printed as one line, with a hint, for commands not yet converted to
+# UserError; remove it from this tuple once every command raises UserError.
+USER_ERRORS = (UserError, OSError, ValueError)
 
 
 def main_process() -> bool:
@@ -163,7 +169,7 @@ def cmd_evaluate(args) -> int:
     from .evaluation.report import print_table, rounded, write_report
 
     if args.probe_set and args.protocol != "gait3d":
-        raise ValueError(f"--probe-set applies to the gait3d protocol only, not {args.protocol}")
+        raise ConfigError(f"--probe-set applies to the gait3d protocol only, not {args.protocol}")
     features = load_features(args.features)
     result = evaluate(features, args.protocol, metric=args.metric, rerank=args.rerank, probe_set=args.probe_set)
     if args.output:
@@ -240,7 +246,7 @@ def cmd_synth(args) -> int:
                                    progress=not args.quiet, **options)
         print(json.dumps(summary, default=str))
     if not args.output and not args.preview:
-        raise ValueError("nothing to do: give --output DIR and/or --preview PNG")
+        raise ConfigError("nothing to do: give --output DIR and/or --preview PNG")
     return 0
 
 
@@ -264,7 +270,7 @@ def cmd_pack(args) -> int:
 def cmd_unpack(args) -> int:
     from .data.store import unpack
 
-    unpack(args.store_root, args.pkl_root)
+    unpack(args.store_root, args.pkl_root, progress=not args.quiet)
     print(f"pkl layout: {args.pkl_root}")
     return 0
 
@@ -277,6 +283,25 @@ def cmd_data_info(args) -> int:
     if args.sheet:
         write_contact_sheet(args.root, args.sheet)
         print(f"contact sheet: {args.sheet}")
+    if info["bad_sequences"]:  # listed above, one line each; the exit status tells scripts
+        print(f"gaitrec data info: error: {len(info['bad_sequences'])} unusable sequence file(s), first: "
+              f"{info['bad_sequences'][0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_data_verify(args) -> int:
+    from .data.inspect import verify_dataset
+
+    result = verify_dataset(args.root, progress=not args.quiet)
+    if result["bad"]:
+        for message in result["bad"][:5]:
+            print(f"corrupt: {message}", file=sys.stderr)
+        more = f" ({len(result['bad']) - 5} more not shown)" if len(result["bad"]) > 5 else ""
+        print(f"gaitrec data verify: error: {len(result['bad'])} of {result['sequences']} sequences corrupt or "
+              f"unusable in {args.root}{more}", file=sys.stderr)
+        return 2
+    print(f"{args.root} [{result['format']}]: {result['sequences']} sequences verified")
     return 0
 
 
@@ -525,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unpack", help="convert a packed store back into the pkl layout")
     p.add_argument("store_root", help="packed store written by gaitrec pack or pretreat --format store")
     p.add_argument("pkl_root", help="directory to write OpenGait's .pkl layout into")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_unpack)
 
     from .video import ExtractOptions
@@ -565,6 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print as JSON")
     q.set_defaults(func=cmd_data_info)
     q.epilog, q.formatter_class = EXAMPLES["data"], HelpFormatter
+    q = data_sub.add_parser("verify", help="read every sequence and check it (store: checksums; pkl: every file)",
+                            description="Read every sequence of a dataset and check it: a packed store against "
+                            "its checksums (index, each sequence, whole file), a pkl-layout dataset by loading "
+                            "every file. Exits 2 naming the first bad sequences.",
+                            epilog="example: gaitrec data verify data/CASIA-B-store", formatter_class=HelpFormatter)
+    q.add_argument("root", help="dataset root (pkl layout or packed store)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_data_verify)
 
     model_note = ("Without --config/--checkpoint the model shipped with gaitrec is used. SOURCE: a pretreated "
                   ".pkl sequence, a folder of them, or a video (file, or folder of frames).")
@@ -655,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _one_line_warnings
+    threading.excepthook = _quiet_disk_errors_in_threads
     try:
         if args.command not in NO_TORCH_COMMANDS:
             from .threads import apply_thread_count
@@ -670,14 +705,36 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if os.environ.get("GAITREC_DEBUG"):
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if isinstance(err, KeyError):
-            message = str(err.args[0]) if err.args else "missing key"
-        print(f"{command_name(args)}: error: {message}", file=sys.stderr)
+        print(f"{command_name(args)}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{command_name(args)}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        print(f"gaitrec {args.command}: internal error, this is a bug in gaitrec; please report it with the "
+              "traceback below", file=sys.stderr)
+        raise
+
+
+def _quiet_disk_errors_in_threads(hook_args) -> None:
+    """A full disk also fails background writers (TensorBoard's thread): the main thread reports it in one line
+    naming the file, so the thread's traceback is not printed. Other thread errors keep theirs."""
+    if isinstance(hook_args.exc_value, OSError) and hook_args.exc_value.errno in (errno.ENOSPC, errno.EDQUOT,
+                                                                                  errno.EFBIG):
+        return
+    threading.__excepthook__(hook_args)
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an error; an OSError names its file ("No space left on device: run/x.pt")."""
+    if isinstance(err, OSError) and err.strerror:
+        names = [str(n) for n in (err.filename, err.filename2) if n is not None]
+        return f"{err.strerror}: {' -> '.join(names)}" if names else err.strerror
+    text = str(err).strip()
+    message = text.splitlines()[0] if text else type(err).__name__
+    if isinstance(err, ValueError) and not isinstance(err, UserError):
+        message += " (if your input looks right, this may be a bug: rerun with GAITREC_DEBUG=1 for the traceback)"
+    return message
 
 
 if __name__ == "__main__":

@@ -175,11 +175,20 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         dotted, raw = item.split("=", 1)
         keys = dotted.strip().split(".")
-        value = parse_yaml(raw) if raw.strip() else ""
+        if keys[0] not in SECTIONS:
+            hint = closest(keys[0], SECTIONS)
+            raise ConfigError(f"override {item!r}: unknown section {keys[0]!r}"
+                              + (f" (did you mean {hint!r}?)" if hint else ""))
+        try:
+            value = parse_yaml(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({' '.join(str(err).split())})") from None
         node = cfg
         for i, key in enumerate(keys[:-1]):
             node = _step(node, key, ".".join(keys[: i + 1]))
         last = keys[-1]
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"override {item!r}: {'.'.join(keys[:-1])} is a {type(node).__name__}, not a mapping")
         if isinstance(node, list):
             node[_list_index(node, last, dotted)] = value
         else:
@@ -212,6 +221,9 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), validate_config
     for key in unknown:
         hint = closest(key, SECTIONS)
         raise ConfigError(f"{path}: unknown section {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+    for section, value in user.items():
+        if section != "loss_cfg" and not isinstance(value, dict):
+            raise ConfigError(f"{path}: {section} must be a mapping, got {value!r}"[:300])
     defaults = read_yaml(DEFAULT_CONFIG)
     if "loss_cfg" in user:
         # A loss's keys belong to its type: a user's loss list or mapping replaces the default TripletLoss whole.
@@ -303,6 +315,103 @@ def check_kwargs(func, kwargs: dict, where: str, source: str, extra: Iterable[st
                               + f"; valid keys: {', '.join(sorted(valid))}")
 
 
+# Constructor annotations (strings, under postponed evaluation) -> what a config value must be.
+_LIST_OF_INT = ("list of int",)
+_LIST_OF_STR = ("list of str",)
+_LIST_OF_NUMBER = ("list of number",)
+_ANNOTATIONS = {
+    "int": INT, "float": FLOAT, "bool": BOOL, "str": STR, "dict": DICT, "dict|None": (dict, type(None)),
+    "int|None": (int, type(None)), "float|None": (int, float, type(None)), "str|None": OPTIONAL_STR,
+    "list[int]": _LIST_OF_INT, "Sequence[int]": _LIST_OF_INT, "tuple[int,...]": _LIST_OF_INT,
+    "Iterable[int]": _LIST_OF_INT, "list[str]": _LIST_OF_STR, "Sequence[str]": _LIST_OF_STR,
+}
+MAX_PARAMETERS = 10**10  # 40 GB of fp32 weights; the largest OpenGait models hold about 3 * 10**8
+# Sizes and counts that must be positive whatever their type says.
+POSITIVE_KEYS = {"class_num", "parts_num", "in_channels", "out_channels", "bin_num", "channels", "lateral_dim",
+                 "squeeze", "in_channel"}
+
+
+def _expected_type(parameter: inspect.Parameter):
+    """What a config value for ``parameter`` must be: from its annotation, else from its default."""
+    annotation = parameter.annotation
+    if isinstance(annotation, str):
+        key = annotation.replace(" ", "")
+        if key in _ANNOTATIONS:
+            return _ANNOTATIONS[key]
+    elif annotation in (int, float, bool, str):
+        return FLOAT if annotation is float else annotation
+    default = parameter.default
+    if isinstance(default, bool):
+        return BOOL
+    if isinstance(default, (int, float)):
+        return FLOAT  # an int default (weight_decay=0) still takes 0.5
+    if isinstance(default, str):
+        return STR
+    if isinstance(default, (list, tuple)) and default and all(isinstance(x, (int, float)) for x in default):
+        return _LIST_OF_NUMBER
+    return None
+
+
+def _value_ok(value, expected) -> bool:
+    if expected in (_LIST_OF_INT, _LIST_OF_STR, _LIST_OF_NUMBER):
+        item = {_LIST_OF_INT: (int,), _LIST_OF_STR: (str,), _LIST_OF_NUMBER: (int, float)}[expected]
+        return isinstance(value, (list, tuple)) and all(isinstance(x, item) and not isinstance(x, bool) for x in value)
+    types = expected if isinstance(expected, tuple) else (expected,)
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+
+
+def check_values(func, kwargs: dict, where: str, source: str) -> None:
+    """Each value of ``kwargs`` must have the type ``func``'s parameter declares (annotation or default), and
+    sizes and counts (``POSITIVE_KEYS``) must be positive: a constructor must never see ``class_num: false``."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in kwargs.items():
+        if key not in params:
+            continue
+        expected = _expected_type(params[key])
+        if expected is not None and not _value_ok(value, expected):
+            name = expected[0] if expected in (_LIST_OF_INT, _LIST_OF_STR, _LIST_OF_NUMBER) else _type_name(expected)
+            raise ConfigError(f"{source}: {where}.{key} must be {name}, got {value!r}"[:300])
+        if key in POSITIVE_KEYS:
+            numbers = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(n, (int, float)) and not isinstance(n, bool) and n <= 0 for n in numbers):
+                raise ConfigError(f"{source}: {where}.{key} must be positive, got {value!r}")
+
+
+def _check_model(model_cfg: dict, source: str) -> None:
+    """Keys and values of the model and of the layer configs nested in it, then a build on the meta device
+    (no memory) so that any value its constructor refuses fails now, naming model_cfg."""
+    from .models import create_model
+    from .models import layers
+
+    model_cls = MODELS.get(model_cfg["model"])
+    kwargs = {k: v for k, v in model_cfg.items() if k != "model"}
+    check_kwargs(model_cls, kwargs, "model_cfg", source)
+    check_values(model_cls, kwargs, "model_cfg", source)
+    for key, value in kwargs.items():
+        nested = getattr(layers, key, None)  # SeparateFCs, SeparateBNNecks: configs named after their layer
+        if key in ("backbone_cfg", "Backbone") and isinstance(value, dict) and isinstance(value.get("type"), str) \
+                and value["type"] in layers.BACKBONES:
+            nested = layers.BACKBONES.get(value["type"])
+            value = {k: v for k, v in value.items() if k != "type"}
+        if inspect.isclass(nested) and isinstance(value, dict):
+            check_kwargs(nested, dict(value), f"model_cfg.{key}", source)
+            check_values(nested, value, f"model_cfg.{key}", source)
+    try:
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in create_model(model_cfg).parameters())
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except (TypeError, ValueError, ZeroDivisionError, IndexError, KeyError, RuntimeError, AttributeError) as err:
+        raise ConfigError(f"{source}: model_cfg: {model_cfg['model']} cannot be built from these values "
+                          f"({type(err).__name__}: {' '.join(str(err).split())})"[:400]) from None
+    if parameters > MAX_PARAMETERS:  # a typo such as in_channels: 1e9 would try to allocate terabytes
+        raise ConfigError(f"{source}: model_cfg: {model_cfg['model']} would have {parameters:,} parameters "
+                          f"(more than {MAX_PARAMETERS:,}); check the channel and class counts")
+
+
 def _check_sampler(sampler: dict, where: str, source: str, training: bool):
     _check_keys(sampler, SAMPLER_SCHEMA, where, source)
     # Training draws P x K batches, testing walks every sequence once: each stage has one sampler.
@@ -316,10 +425,13 @@ def _check_sampler(sampler: dict, where: str, source: str, training: bool):
                           + (f" (did you mean {hint!r}?)" if hint else ""))
     batch = sampler.get("batch_size")
     if training:
-        if not (isinstance(batch, list) and len(batch) == 2 and all(isinstance(b, int) and b > 0 for b in batch)):
+        if not (isinstance(batch, list) and len(batch) == 2 and all(type(b) is int and b > 0 for b in batch)):
             raise ConfigError(f"{source}: {where}.batch_size must be [subjects, sequences per subject], got {batch!r}")
-    elif not (isinstance(batch, int) and batch > 0):
+    elif not (type(batch) is int and batch > 0):
         raise ConfigError(f"{source}: {where}.batch_size must be a positive integer, got {batch!r}")
+    for key in ("frames_num_fixed", "frames_num_min", "frames_num_max", "frames_skip_num"):
+        if key in sampler and sampler[key] < (0 if key == "frames_skip_num" else 1):
+            raise ConfigError(f"{source}: {where}.{key} must be positive, got {sampler[key]!r}")
     if sample_type.startswith("unfixed") and sampler.get("frames_num_min", 0) > sampler.get("frames_num_max", 0):
         raise ConfigError(f"{source}: {where}.frames_num_min is larger than frames_num_max")
 
@@ -332,6 +444,7 @@ def _check_transforms(transforms, where: str, source: str):
             raise ConfigError(f"{source}: {where}[{i}] must be a mapping with a 'type'")
         cls = TRANSFORMS.get(entry["type"])
         check_kwargs(cls, entry, f"{where}[{i}]", source, extra=("type",), ignorable=("img_w",))
+        check_values(cls, {k: v for k, v in entry.items() if k != "type"}, f"{where}[{i}]", source)
         if entry["type"] == "Compose":
             _check_transforms(entry.get("trf_cfg", []), f"{where}[{i}].trf_cfg", source)
 
@@ -369,6 +482,20 @@ def validate(cfg: dict, source: str = "<config>") -> None:
             raise ConfigError(f"{source}: {section} must be a mapping")
     for section, schema in SCHEMA.items():
         _check_keys(cfg[section], schema, section, source)
+    if not isinstance(cfg["loss_cfg"], (dict, list)):
+        raise ConfigError(f"{source}: loss_cfg must be a mapping or a list of mappings, got {cfg['loss_cfg']!r}"[:300])
+    for key in ("total_iter", "save_iter", "log_iter"):
+        if cfg["trainer_cfg"][key] <= 0:
+            raise ConfigError(f"{source}: trainer_cfg.{key} must be positive, got {cfg['trainer_cfg'][key]!r}")
+    for section in ("trainer_cfg", "evaluator_cfg"):
+        hint = cfg[section]["restore_hint"]
+        if isinstance(hint, int) and hint < 0:
+            raise ConfigError(f"{source}: {section}.restore_hint must be an iteration >= 0 or a file, got {hint}")
+    for key in ("num_workers",):
+        if cfg["data_cfg"].get(key, 0) < 0:
+            raise ConfigError(f"{source}: data_cfg.{key} must be >= 0, got {cfg['data_cfg'][key]}")
+    if cfg["trainer_cfg"].get("keep_checkpoints", 0) < 0:
+        raise ConfigError(f"{source}: trainer_cfg.keep_checkpoints must be >= 0")
     _check_sampler(cfg["trainer_cfg"]["sampler"], "trainer_cfg.sampler", source, training=True)
     _check_sampler(cfg["evaluator_cfg"]["sampler"], "evaluator_cfg.sampler", source, training=False)
     _check_transforms(cfg["trainer_cfg"]["transform"], "trainer_cfg.transform", source)
@@ -397,26 +524,37 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     model_cfg = cfg["model_cfg"]
     if "model" not in model_cfg:
         raise ConfigError(f"{source}: model_cfg.model is missing")
-    model_cls = MODELS.get(model_cfg["model"])
-    check_kwargs(model_cls, {k: v for k, v in model_cfg.items() if k != "model"}, "model_cfg", source)
+    _check_model(model_cfg, source)
 
     for i, loss in enumerate(loss_entries(cfg)):
         where = f"loss_cfg[{i}]" if isinstance(cfg["loss_cfg"], list) else "loss_cfg"
         if not isinstance(loss, dict) or "type" not in loss:
             raise ConfigError(f"{source}: {where} must be a mapping with a 'type'")
         cls = LOSSES.get(loss["type"])
-        check_kwargs(cls, {k: v for k, v in loss.items() if k not in LOSS_COMMON_KEYS}, where, source,
-                     extra=LOSS_COMMON_KEYS)
+        kwargs = {k: v for k, v in loss.items() if k not in LOSS_COMMON_KEYS}
+        check_kwargs(cls, kwargs, where, source, extra=LOSS_COMMON_KEYS)
+        check_values(cls, kwargs, where, source)
+        if not isinstance(loss.get("log_prefix", ""), str):
+            raise ConfigError(f"{source}: {where}.log_prefix must be a string, got {loss['log_prefix']!r}")
 
     opt = cfg["optimizer_cfg"]
     solver = torch_class(torch.optim, opt.get("solver"), torch.optim.Optimizer, "optimizer_cfg.solver")
     check_kwargs(solver, opt, "optimizer_cfg", source, extra=("solver",),
                  ignorable=_all_parameters(torch.optim, torch.optim.Optimizer))
+    check_values(solver, opt, "optimizer_cfg", source)
     sched = cfg["scheduler_cfg"]
     scheduler = torch_class(torch.optim.lr_scheduler, sched.get("scheduler"),
                             torch.optim.lr_scheduler.LRScheduler, "scheduler_cfg.scheduler")
     check_kwargs(scheduler, sched, "scheduler_cfg", source, extra=("scheduler",),
                  ignorable=_all_parameters(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler))
+    check_values(scheduler, sched, "scheduler_cfg", source)
+    # Ranges the classes check themselves (a negative lr, betas outside [0, 1)): build both on one parameter.
+    try:
+        optimizer = solver([torch.nn.Parameter(torch.zeros(1))],
+                           **{k: v for k, v in opt.items() if k != "solver"})
+        scheduler(optimizer, **{k: v for k, v in sched.items() if k != "scheduler"})
+    except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as err:
+        raise ConfigError(f"{source}: optimizer_cfg/scheduler_cfg: {' '.join(str(err).split())}"[:300]) from None
 
 
 def _import_registered():

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .errors import ConfigError
 from .registry import LOSSES
 
 
@@ -35,9 +36,9 @@ class TripletLoss(nn.Module):
         same = labels[:, None] == labels[None, :]
         p, n, _ = dist.shape
         if bool(same.all()):
-            raise ValueError("TripletLoss needs at least two subjects per batch (trainer_cfg.sampler.batch_size[0])")
+            raise ConfigError("TripletLoss needs at least two subjects per batch (trainer_cfg.sampler.batch_size[0])")
         if len(set(same.sum(1).tolist())) != 1:
-            raise ValueError("TripletLoss needs every subject in the batch to have the same number of sequences "
+            raise ConfigError("TripletLoss needs every subject in the batch to have the same number of sequences "
                              "(a P x K batch from TripletSampler)")
         ap = dist[:, same].reshape(p, n, -1, 1)  # [p, n, positives, 1]
         an = dist[:, ~same].reshape(p, n, 1, -1)  # [p, n, 1, negatives]
@@ -86,7 +87,7 @@ def build_losses(loss_cfgs: list[dict]) -> dict[str, nn.Module]:
         kwargs = {k: v for k, v in cfg.items() if k not in ("type", "log_prefix")}
         prefix = cfg.get("log_prefix", cfg["type"])
         if prefix in losses:
-            raise ValueError(f"two losses share log_prefix {prefix!r}")
+            raise ConfigError(f"two losses share log_prefix {prefix!r}")
         losses[prefix] = LOSSES.build(cfg["type"], **kwargs)
     return losses
 
@@ -104,7 +105,7 @@ def total_loss(losses: dict[str, nn.Module], training_outputs: dict, labels: tor
     logged = {}
     for prefix, loss_fn in losses.items():
         if prefix not in training_outputs:
-            raise KeyError(f"the model outputs no training tensors under {prefix!r} (it has: "
+            raise ConfigError(f"the model outputs no training tensors under {prefix!r} (it has: "
                            f"{', '.join(training_outputs)}); check log_prefix in loss_cfg")
         inputs, loss_labels, scale = training_outputs[prefix], labels, 1.0
         if gather is not None and getattr(loss_fn, "gathers_batch", False):

@@ -8,13 +8,12 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Iterable
 
-
-class ConfigError(ValueError):
-    """A problem in a configuration or in user input that a person has to fix."""
+from .errors import ConfigError  # noqa: F401  (re-exported: most modules import it from here)
 
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate most similar to ``name``, or None when nothing is close."""
+    name = str(name)  # a YAML key can be null, a number or a boolean
     matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
     if not matches:
         lowered = {c.lower(): c for c in candidates}

@@ -60,9 +60,33 @@ def test_checkpoint_that_runs_code_is_refused(tmp_path, monkeypatch):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"model": Payload()}, f)
-    with pytest.raises(ValueError, match="evil.pt: cannot be loaded as a weights-only checkpoint"):
+    with pytest.raises(ValueError, match="evil.pt: not a safe checkpoint, it asks to run code") as caught:
         load_checkpoint(path)
+    assert "weights_only" not in str(caught.value)  # never the advice to load it with code execution
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_damaged_checkpoints_are_refused_naming_the_file(tmp_path):
+    path = save_checkpoint(tmp_path / "run-00010.pt", {"model": model(0).state_dict(), "iteration": 10})
+    data = path.read_bytes()
+    weight = model(0).state_dict()["FCs.fc_bin"].numpy().tobytes()
+    at = data.find(weight[:64])
+    assert at > 0
+    flipped = bytearray(data)
+    flipped[at + 10] ^= 0x40  # inside a weight tensor: the file still unpickles fine
+    (tmp_path / "flipped.pt").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="flipped.pt: corrupt checkpoint, its tensors do not match their checksum"):
+        load_checkpoint(tmp_path / "flipped.pt")
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated.pt: corrupt or truncated checkpoint"):
+        load_checkpoint(tmp_path / "truncated.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.pt: empty checkpoint file"):
+        load_checkpoint(tmp_path / "empty.pt")
+    # OpenGait's files carry no checksum: they load unchecked.
+    buffer = tmp_path / "opengait.pt"
+    torch.save({"model": model(0).state_dict(), "iteration": 5}, buffer)
+    assert load_checkpoint(buffer)["iteration"] == 5
 
 
 def test_prune_keeps_the_newest(tmp_path):
@@ -72,3 +96,12 @@ def test_prune_keeps_the_newest(tmp_path):
     prune_checkpoints(tmp_path, "run", keep=2)
     assert [i for i, _ in list_checkpoints(tmp_path, "run")] == [6, 8]
     assert (tmp_path / "checkpoints" / "run-best.pt").is_file()
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = save_checkpoint(tmp_path / "run-00001.pt", {"iteration": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600

@@ -12,6 +12,7 @@ from conftest import write_constructed_dataset
 from gaitrec.config import load_config
 from gaitrec.engine.checkpoint import list_checkpoints, load_checkpoint
 from gaitrec.engine.trainer import train
+from gaitrec.errors import RunError
 
 CONFIG = """
 data_cfg:
@@ -86,7 +87,7 @@ def test_training_writes_checkpoints_logs_metrics_and_tensorboard(tiny):
 
 def test_fresh_run_refuses_to_overwrite_and_resume_continues(tiny):
     straight = train(cfg_of(tiny), progress=False, test_at_end=False)
-    with pytest.raises(FileExistsError, match="already holds checkpoints.*--resume"):
+    with pytest.raises(RunError, match="already holds checkpoints.*--resume"):
         train(cfg_of(tiny), progress=False, test_at_end=False)
     # interrupted at 3, resumed to 6: identical to the uninterrupted run
     cfg = cfg_of(tiny, "trainer_cfg.save_name=split", "trainer_cfg.total_iter=3")

@@ -53,7 +53,7 @@ def test_total_loss_weights_terms_and_logs_each():
     total, logged = total_loss(losses, {"triplet": {"embeddings": EMB}, "softmax": {"logits": logits}}, LABELS)
     assert float(total) == pytest.approx(0.75 + 0.1 * math.log(2), rel=1e-5)
     assert {"triplet/loss", "triplet/loss_num", "softmax/loss", "softmax/accuracy"} <= set(logged)
-    with pytest.raises(KeyError, match="no training tensors under 'softmax'"):
+    with pytest.raises(ValueError, match="no training tensors under 'softmax'"):
         total_loss(losses, {"triplet": {"embeddings": EMB}}, LABELS)
 
 

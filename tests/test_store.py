@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gaitrec.data.dataset import PklSource, open_source
 from gaitrec.data.pickle_io import load_array, save_array
-from gaitrec.data.store import StoreError, StoreSource, is_store, pack, unpack, verify_store
+from gaitrec.data.store import StoreError, StoreSource, index_checksum, is_store, pack, unpack, verify_store
 
 
 def make_pkl_dataset(root, seed=0):
@@ -141,11 +141,12 @@ def test_missing_frames_file_and_corrupt_index_are_detected(store):
     root, _ = store
     index = json.loads((root / "store.json").read_text())
 
-    def write(changed):
-        (root / "store.json").write_text(json.dumps(changed))
+    def write(changed):  # with a matching checksum, so that the checks behind it are reached
+        changed = {k: v for k, v in changed.items() if k != "index_crc32"}
+        (root / "store.json").write_text(json.dumps({**changed, "index_crc32": index_checksum(changed)}))
 
     write({**index, "version": 99})
-    with pytest.raises(StoreError, match="store version 99, this gaitrec reads version 1"):
+    with pytest.raises(StoreError, match="store version 99, this gaitrec reads versions 1, 2"):
         StoreSource(root)
     write({**index, "format": "something"})
     with pytest.raises(StoreError, match="not a gaitrec store index"):
@@ -172,9 +173,43 @@ def test_flipped_byte_is_found_by_verify(store):
     data = bytearray((root / "frames.u8").read_bytes())
     data[1234] ^= 0xFF
     (root / "frames.u8").write_bytes(bytes(data))
-    StoreSource(root)  # same size: opening is fine
-    with pytest.raises(StoreError, match="contents corrupt"):
-        verify_store(root)
+    source = StoreSource(root)  # same size: opening is fine, the first read of that sequence is not
+    with pytest.raises(StoreError, match=r"store\[001/bg-02/090\]: frames corrupt"):
+        source.load(0)
+    assert len(verify_store(root)) == 1
+
+
+def test_every_single_bit_flip_in_the_index_is_detected(store):
+    root, _ = store
+    original = (root / "store.json").read_bytes()
+    for position in range(0, len(original), 7):
+        for bit in (0, 3, 6):
+            data = bytearray(original)
+            data[position] ^= 1 << bit
+            (root / "store.json").write_bytes(bytes(data))
+            with pytest.raises(StoreError):
+                StoreSource(root)
+    (root / "store.json").write_bytes(original)
+    StoreSource(root)
+
+
+def test_data_verify_and_unpack_refuse_a_corrupt_store(store, tmp_path, capsys):
+    from gaitrec.cli import main
+    root, _ = store
+    assert main(["data", "verify", str(root), "--quiet"]) == 0
+    assert main(["data", "verify", str(tmp_path / "pkl"), "--quiet"]) == 0
+    data = bytearray((root / "frames.u8").read_bytes())
+    data[-5] ^= 0x01
+    (root / "frames.u8").write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["data", "verify", str(root), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt: " in err and "010/nm-06/036]: frames corrupt" in err and "1 of 5 sequences" in err
+    assert main(["unpack", str(root), str(tmp_path / "out"), "--quiet"]) == 2
+    assert "nothing unpacked" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    (tmp_path / "pkl" / "002" / "cl-01" / "180" / "180.pkl").write_bytes(b"\x80\x04junk")
+    assert main(["data", "verify", str(tmp_path / "pkl"), "--quiet"]) == 2
+    assert "180.pkl: corrupt or unreadable pickle" in capsys.readouterr().err
 
 
 def test_pkl_source_and_store_agree(store, tmp_path):
@@ -184,3 +219,18 @@ def test_pkl_source_and_store_agree(store, tmp_path):
            [(s.subject, s.type, s.view) for s in packed.sequences]
     for i in range(len(packed)):
         np.testing.assert_array_equal(pkl.load(i), packed.load(i))
+
+
+def test_killed_packs_leave_nothing_behind_and_a_running_one_is_not_disturbed(tmp_path):
+    from gaitrec.errors import RunError
+    from gaitrec.locking import OutputLock
+    make_pkl_dataset(tmp_path / "pkl")
+    (tmp_path / ".store.k1ll3d.tmp").mkdir()  # the temporary folder of a killed pack
+    pack(tmp_path / "pkl", tmp_path / "store", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkl", "store"]
+    holder = OutputLock(tmp_path / ".other.lock", "other")
+    try:
+        with pytest.raises(RunError, match="other is in use by pid"):
+            pack(tmp_path / "pkl", tmp_path / "other", progress=False)
+    finally:
+        holder.release()

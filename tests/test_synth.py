@@ -2,6 +2,9 @@
 import dataclasses
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -239,3 +242,43 @@ def test_preview_shows_the_chosen_views_and_types_without_empty_tiles(tmp_path):
     image = cv2.imread(str(tmp_path / "p.png"))
     assert image is not None and image.shape[1] < 400  # two columns wide, not eight
     assert main(["synth", "--preview", str(tmp_path / "q.png"), "--views", "045"]) == 2
+
+
+SMALL = dict(subjects=2, frames=6, size=32, views=["090"], types=["nm-01"], progress=False)
+
+
+def test_two_writers_of_one_directory_produce_one_dataset(tmp_path):
+    # Two processes race for one output: one writes, the other waits for the lock and reuses the result.
+    script = ("import sys, json; from gaitrec.synth import generate_dataset; "
+              f"print(json.dumps(generate_dataset(sys.argv[1], **{SMALL!r})))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "data")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(r["reused"] for r in results) == [False, True]
+    assert not list(tmp_path.glob(".data.*.tmp"))
+    assert sorted(os.listdir(tmp_path)) == [".data.lock", "data"]
+
+
+def test_reuse_verifies_every_file_and_stale_temporaries_are_removed(tmp_path):
+    root = tmp_path / "data"
+    (tmp_path / ".data.abc123.tmp").mkdir()  # a killed run's temporary directory
+    generate_dataset(root, **SMALL)
+    assert not (tmp_path / ".data.abc123.tmp").exists()
+    assert oct((root / "001").stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+    pkl = next(root.rglob("*.pkl"))
+    data = bytearray(pkl.read_bytes())
+    data[-3] ^= 0xFF
+    pkl.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"{pkl}: changed or corrupt"):
+        generate_dataset(root, **SMALL)
+    pkl.unlink()
+    with pytest.raises(ValueError, match=f"{pkl}: missing from the SynthGait dataset"):
+        generate_dataset(root, **SMALL)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

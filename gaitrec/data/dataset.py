@@ -14,8 +14,9 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from ..errors import DataError
 from ..registry import ConfigError
-from .pickle_io import load_array
+from .pickle_io import load_array, read_header
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class PklSource:
 
     def load(self, index: int) -> np.ndarray:
         return load_array(self.sequences[index].location)
+
+    def header(self, index: int) -> tuple[tuple[int, ...], np.dtype]:
+        """Declared shape and dtype of sequence ``index``, checked against the file's bytes, frames not built."""
+        header = read_header(self.sequences[index].location)
+        return header.shape, header.dtype
 
 
 def open_source(root: str | Path, data_in_use=None) -> SequenceSource:
@@ -121,11 +127,37 @@ def read_partition(path: str | Path) -> dict[str, list[str]]:
     return {k: [str(s) for s in v] for k, v in data.items() if isinstance(v, list)}
 
 
+def check_sequence_header(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
+    """A sequence must declare a non-empty [T, H, W] array of a numeric dtype (checked without its frames)."""
+    if len(shape) != 3 or min(shape) == 0:
+        raise DataError(f"{where}: expected frames [T, H, W] with T, H, W > 0, got shape {tuple(shape)}")
+    if dtype.kind not in "biuf":
+        raise DataError(f"{where}: expected uint8 silhouettes, got dtype {dtype}")
+
+
 def check_sequence(frames: np.ndarray, where: str) -> np.ndarray:
-    """A sequence must be a non-empty [T, H, W] array."""
-    if frames.ndim != 3 or frames.shape[0] == 0:
-        raise ValueError(f"{where}: expected frames [T, H, W] with T > 0, got shape {tuple(frames.shape)}")
-    return frames
+    """Silhouettes as uint8 ``[T, H, W]``; raises DataError naming ``where`` for anything else.
+
+    uint8 is the format. Other forms some pretreatment scripts write are converted explicitly, with a
+    warning naming the file: bool (True -> 255), integers within 0..255, floats within 0..1 (scaled by 255)
+    or within 0..255 (rounded). NaN, infinity, negative or larger values are refused.
+    """
+    check_sequence_header(frames.shape, frames.dtype, where)
+    if frames.dtype == np.uint8:
+        return frames
+    if frames.dtype.kind == "b":
+        warnings.warn(f"{where}: bool silhouettes converted to uint8 0/255")
+        return frames.astype(np.uint8) * np.uint8(255)
+    if frames.dtype.kind == "f" and not np.isfinite(frames).all():
+        raise DataError(f"{where}: silhouettes contain NaN or infinity")
+    low, high = frames.min(), frames.max()
+    if low < 0 or high > 255:
+        raise DataError(f"{where}: {frames.dtype} silhouettes range {low}..{high}, outside 0..255")
+    if frames.dtype.kind == "f" and high <= 1:
+        warnings.warn(f"{where}: {frames.dtype} silhouettes within 0..1 converted to uint8 (x255)")
+        return np.rint(frames * 255).astype(np.uint8)
+    warnings.warn(f"{where}: {frames.dtype} silhouettes converted to uint8")
+    return np.rint(frames).astype(np.uint8)
 
 
 class GaitDataset:
@@ -147,12 +179,36 @@ class GaitDataset:
         self._cache: dict[int, np.ndarray] = {}
         for folder in getattr(source, "empty_folders", []):
             if not skip_bad:
-                raise ValueError(f"{folder}: sequence folder holds no .pkl file "
+                raise DataError(f"{folder}: sequence folder holds no .pkl file "
                                  "(set data_cfg.skip_bad_sequences: true to skip such sequences)")
             warnings.warn(f"{folder}: empty sequence folder skipped")
+        self._check_headers(skip_bad)
         if skip_bad:
             self._drop_bad()
         self.relabel()
+
+    def _check_headers(self, skip_bad: bool) -> None:
+        """Every sequence's declared shape and dtype, at start: a truncated file stops the run now, not hours later."""
+        header = getattr(self.source, "header", None)
+        if header is None:
+            return
+        kept, bad = [], []
+        for i in self.indices:
+            where = self.source.sequences[i].location
+            try:
+                check_sequence_header(*header(i), where)
+                kept.append(i)
+            except DataError as err:
+                bad.append(str(err))
+                if skip_bad:
+                    warnings.warn(f"skipped: {err}")
+        if bad and not skip_bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise DataError(f"{bad[0]}{more}; fix or remove such files, or set data_cfg.skip_bad_sequences: true "
+                            "to skip them")
+        if not kept:
+            raise DataError("every sequence of the dataset is unreadable or empty")
+        self.indices = kept
 
     def relabel(self) -> None:
         """Subjects and integer labels of the sequences this dataset holds (after any filtering)."""
@@ -172,7 +228,7 @@ class GaitDataset:
                 self._cache[i] = frames
             kept.append(i)
         if not kept:
-            raise ValueError("every sequence of the dataset is unreadable or empty")
+            raise DataError("every sequence of the dataset is unreadable or empty")
         self.indices = kept
 
     def __len__(self) -> int:
@@ -251,7 +307,7 @@ def remove_probes_without_gallery(dataset: GaitDataset, dataset_name: str) -> in
     kept = [key for i, key in enumerate(dataset.indices) if dataset.info(i).subject in with_gallery]
     dropped = len(dataset.indices) - len(kept)
     if not kept:
-        raise ValueError("remove_no_gallery: no test subject has a gallery sequence")
+        raise DataError("remove_no_gallery: no test subject has a gallery sequence")
     dataset.indices = kept
     dataset.relabel()
     if dropped:

@@ -6,6 +6,7 @@ few random sequences to eyeball the alignment.
 """
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -13,7 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .dataset import open_source, read_partition
+from ..errors import DataError
+from .dataset import check_sequence, open_source, read_partition
 
 # Types and views every subject should have, for the datasets with a full subject x type x view grid.
 PROTOCOLS: dict[str, tuple[list[str], list[str]]] = {
@@ -48,15 +50,20 @@ def dataset_info(root: str | Path, partition: str | Path | Mapping[str, Sequence
     source = open_source(root)
     sequences = source.sequences
     kind = "store" if hasattr(source, "frame_count") else "pkl"
-    frame_counts, shapes = [], Counter()
+    frame_counts, shapes, bad = [], Counter(), []
     for i in tqdm(range(len(sequences)), desc="reading", unit="seq", disable=not progress):
         if kind == "store":
             frame_counts.append(source.frame_count(i))
             shapes[source.frame_shape(i)] += 1
-        else:
-            frames = source.load(i)
-            frame_counts.append(int(frames.shape[0]) if frames.ndim else 0)
-            shapes[tuple(int(x) for x in frames.shape[1:])] += 1
+            continue
+        try:
+            frames = check_sequence(source.load(i), sequences[i].location)
+        except DataError as err:  # reported per file below; the summary covers the readable sequences
+            bad.append(str(err))
+            frame_counts.append(0)
+            continue
+        frame_counts.append(int(frames.shape[0]))
+        shapes[tuple(int(x) for x in frames.shape[1:])] += 1
     counts = np.array(frame_counts, dtype=np.int64)
     subjects = sorted({s.subject for s in sequences})
     types = Counter(s.type for s in sequences)
@@ -71,7 +78,7 @@ def dataset_info(root: str | Path, partition: str | Path | Mapping[str, Sequence
     if protocol_types is None and protocol_views is None:
         name = dataset or _guess_protocol(partition_path, set(types), set(views))
         if name is not None and name not in PROTOCOLS:
-            raise ValueError(f"no type/view grid known for dataset {name!r}: known {', '.join(PROTOCOLS)}")
+            raise DataError(f"no type/view grid known for dataset {name!r}: known {', '.join(PROTOCOLS)}")
         if name is not None:
             protocol_types, protocol_views = PROTOCOLS[name]
     else:
@@ -105,6 +112,9 @@ def dataset_info(root: str | Path, partition: str | Path | Mapping[str, Sequence
             if absent:
                 warnings_.append(f"{len(absent)} {key} subjects of the partition are missing on disk")
 
+    if bad:
+        warnings_.append(f"{len(bad)} unusable sequence file(s): training refuses them unless "
+                         "data_cfg.skip_bad_sequences is true")
     short = [f"{s.subject}/{s.type}/{s.view}" for s, n in zip(sequences, frame_counts) if n < SHORT_SEQUENCE]
     if short:
         warnings_.append(f"{len(short)} sequences have fewer than {SHORT_SEQUENCE} frames")
@@ -115,10 +125,35 @@ def dataset_info(root: str | Path, partition: str | Path | Mapping[str, Sequence
         "frames": {"total": int(counts.sum()), "min": int(counts.min()), "mean": float(counts.mean()),
                    "max": int(counts.max())},
         "frame_shapes": {"x".join(map(str, shape)): n for shape, n in sorted(shapes.items())},
-        "short_sequences": short,
+        "short_sequences": short, "bad_sequences": bad,
         "expected": None if missing is None else {"types": expected_types, "views": expected_views},
         "missing": missing, "partition": partition_report, "warnings": warnings_,
     }
+
+
+def verify_dataset(root: str | Path, progress: bool = False) -> dict:
+    """Read and check every sequence of a dataset: a store's CRCs (index, each sequence, whole file), or
+    every ``.pkl`` file of the pkl layout (safe unpickling, silhouette shape, dtype and values).
+
+    Returns ``{"root", "format", "sequences", "bad": [message, ...]}``; raises DataError when the dataset
+    cannot be opened at all.
+    """
+    from . import store
+
+    if store.is_store(root):
+        source = store.StoreSource(root)  # the index's checksum and layout are checked here
+        bad = store.verify_store(root, progress=progress)
+        return {"root": str(root), "format": "store", "sequences": len(source), "bad": bad}
+    source = open_source(root)
+    bad = [f"{folder}: sequence folder holds no .pkl file" for folder in getattr(source, "empty_folders", [])]
+    for i in tqdm(range(len(source.sequences)), desc="verify", unit="seq", disable=not progress):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # conversions are fine here; only unusable files are reported
+                check_sequence(source.load(i), source.sequences[i].location)
+        except DataError as err:
+            bad.append(str(err))
+    return {"root": str(root), "format": "pkl", "sequences": len(source.sequences), "bad": bad}
 
 
 def format_info(info: dict, limit: int = 10) -> str:
@@ -148,6 +183,7 @@ def format_info(info: dict, limit: int = 10) -> str:
         for key, absent in partition["missing_on_disk"].items():
             if absent:
                 lines.append(f"  {key} subjects missing on disk: {listing(absent)}")
+    lines += [f"bad sequence: {b}" for b in info.get("bad_sequences", [])]
     if info["short_sequences"]:
         lines.append(f"fewer than {SHORT_SEQUENCE} frames: {listing(info['short_sequences'])}")
     lines += [f"warning: {w}" for w in info["warnings"]]

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import DataError
 from ..registry import closest
 from .pickle_io import save_array
 
@@ -53,7 +54,7 @@ def dataset_name(name: str) -> str:
     found = squash.get(squashed)
     if found is None:
         hint = squash.get(closest(squashed, squash) or "")
-        raise ValueError(f"unknown dataset {name!r}: pretreatment knows {', '.join(DATASETS)}"
+        raise DataError(f"unknown dataset {name!r}: pretreatment knows {', '.join(DATASETS)}"
                          + (f" (did you mean {hint}?)" if hint else ""))
     return found
 
@@ -157,10 +158,10 @@ def _list_nested(root: Path) -> dict[SequenceKey, list[Path]]:
             continue
         parts = path.relative_to(root).parts
         if len(parts) < 4:
-            raise ValueError(f"{path}: expected frames at <subject>/<type>/<view>/<frame>.png under {root}")
+            raise DataError(f"{path}: expected frames at <subject>/<type>/<view>/<frame>.png under {root}")
         key = (parts[-4], parts[-3], parts[-2])
         if parents.setdefault(key, path.parent) != path.parent:
-            raise ValueError(f"sequence {'/'.join(key)} found in two folders, {parents[key]} and {path.parent}: "
+            raise DataError(f"sequence {'/'.join(key)} found in two folders, {parents[key]} and {path.parent}: "
                              "pretreat each copy separately")
         groups[key].append(path)
     return groups
@@ -171,7 +172,7 @@ def _list_oumvlp(root: Path) -> dict[SequenceKey, list[Path]]:
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         match = re.fullmatch(r"Silhouette_([^-]+)-(.+)", folder.name)
         if match is None:
-            raise ValueError(f"{folder}: OU-MVLP raw folders are named Silhouette_<view>-<seq>")
+            raise DataError(f"{folder}: OU-MVLP raw folders are named Silhouette_<view>-<seq>")
         view, seq = match.groups()
         for subject in sorted(p for p in folder.iterdir() if p.is_dir()):
             frames = list(_png_files(subject))
@@ -183,7 +184,7 @@ def _list_oumvlp(root: Path) -> dict[SequenceKey, list[Path]]:
 def _list_grew(root: Path) -> dict[SequenceKey, list[Path]]:
     train, gallery, probe = root / "train", root / "test" / "gallery", root / "test" / "probe"
     if not (train.is_dir() or gallery.is_dir() or probe.is_dir()):
-        raise ValueError(f"{root}: no GREW train/, test/gallery/ or test/probe/ folder")
+        raise DataError(f"{root}: no GREW train/, test/gallery/ or test/probe/ folder")
     groups: dict[SequenceKey, list[Path]] = {}
 
     def add(key, folder):
@@ -210,7 +211,7 @@ def list_raw_sequences(input_root: str | Path, dataset: str = "CASIA-B") -> dict
     """The frames of every sequence of a raw dataset, keyed by (subject, type, view)."""
     root = Path(input_root)
     if not root.is_dir():
-        raise ValueError(f"raw dataset folder not found: {root}")
+        raise DataError(f"raw dataset folder not found: {root}")
     dataset = dataset_name(dataset)
     if dataset == "OUMVLP":
         return _list_oumvlp(root)
@@ -233,9 +234,9 @@ def pretreat(input_root: str | Path, output_root: str | Path, dataset: str = "CA
     dataset = dataset_name(dataset)
     input_root, output_root = Path(input_root), Path(output_root)
     if output_format not in ("pkl", "store"):
-        raise ValueError(f"output format {output_format!r}: choose pkl or store")
+        raise DataError(f"output format {output_format!r}: choose pkl or store")
     if img_size <= 0 or img_size % 2:
-        raise ValueError(f"img_size {img_size}: must be a positive even number of pixels")
+        raise DataError(f"img_size {img_size}: must be a positive even number of pixels")
     if output_format == "store":
         if output_root.exists() and any(output_root.iterdir()):
             raise FileExistsError(f"{output_root} already exists and is not empty: remove it or choose another "
@@ -243,12 +244,12 @@ def pretreat(input_root: str | Path, output_root: str | Path, dataset: str = "CA
         pkl_root = output_root.with_name(output_root.name + ".partial-pkl")
     else:
         if store.is_store(output_root):
-            raise ValueError(f"{output_root} is a packed store: write .pkl output to another folder")
+            raise DataError(f"{output_root} is a packed store: write .pkl output to another folder")
         pkl_root = output_root
 
     sequences = list_raw_sequences(input_root, dataset)
     if not sequences:
-        raise ValueError(f"no PNG frames found under {input_root} in the {dataset} raw layout")
+        raise DataError(f"no PNG frames found under {input_root} in the {dataset} raw layout")
     done = [k for k in sequences if output_file(pkl_root, k).is_file()]
     done_set = set(done)
     align = dataset != "GREW"
@@ -280,7 +281,7 @@ def pretreat(input_root: str | Path, output_root: str | Path, dataset: str = "CA
 
     if output_format == "store":
         if summary["written"] + summary["already_done"] == 0:
-            raise ValueError(f"no sequence of {input_root} has a valid frame: nothing to pack")
+            raise DataError(f"no sequence of {input_root} has a valid frame: nothing to pack")
         store.pack(pkl_root, output_root, progress=progress)
         shutil.rmtree(pkl_root)
     return summary

@@ -65,11 +65,37 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(gathered, 0)
 
 
-def summary_writer(run_dir: Path, ctx: DistContext):
-    """A TensorBoard writer on rank 0 (None elsewhere)."""
+def summary_writer(run_dir: Path, ctx: DistContext, purge_step: int | None = None):
+    """A TensorBoard writer on rank 0 (None elsewhere). ``purge_step``: after a resume, TensorBoard drops the
+    events a crashed run wrote from that step on, which the resumed run writes again."""
     if ctx.rank != 0:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(Path(run_dir) / "summary"))
+    log_dir = str(Path(run_dir) / "summary")
+    try:
+        return _NamingWriter(SummaryWriter(log_dir=log_dir, purge_step=purge_step))
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), err.filename or log_dir) from None
+
+
+class _NamingWriter:
+    """A SummaryWriter whose write errors (a full disk, raised from its writer thread) name the event folder."""
+
+    def __init__(self, writer):
+        self._writer = writer
+
+    def __getattr__(self, name):
+        method = getattr(self._writer, name)
+        if not callable(method):
+            return method
+
+        def call(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except OSError as err:
+                if err.filename is not None:
+                    raise
+                raise OSError(err.errno, err.strerror or str(err), self._writer.log_dir) from None
+        return call
 

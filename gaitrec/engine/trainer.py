@@ -8,6 +8,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from ..config import dump, loss_entries, torch_class
 from ..data.dataset import build_datasets
 from ..data.pickle_io import atomic_write_bytes
 from ..data.sampler import SequenceCollator, SequenceReader, TripletSampler
+from ..errors import DataError, RunError
+from ..locking import OutputLock
 from ..losses import build_losses, total_loss
 from ..models import create_model
 from ..registry import ConfigError
@@ -29,6 +32,10 @@ from .checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, loa
 from .inference import interactive, place_model, run_test
 
 log = logging.getLogger("gaitrec")
+
+
+class NonFiniteLossError(RunError, FloatingPointError):
+    """The loss became NaN or infinite (a learning rate too high, bad data); a FloatingPointError as before."""
 
 
 def run_dir_of(cfg: dict, save_name: str | None = None) -> Path:
@@ -62,8 +69,9 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_logging(run_dir: Path, filename: str, rank: int = 0) -> None:
-    """Log to ``run_dir/filename`` and to the console (through tqdm so the bar stays intact)."""
+def setup_logging(run_dir: Path | None, filename: str, rank: int = 0) -> None:
+    """Log to ``run_dir/filename`` (not with ``run_dir`` None) and to the console (through tqdm so the bar
+    stays intact)."""
     log.setLevel(logging.INFO)
     for handler in list(log.handlers):
         log.removeHandler(handler)
@@ -71,10 +79,11 @@ def setup_logging(run_dir: Path, filename: str, rank: int = 0) -> None:
     if rank != 0:
         log.addHandler(logging.NullHandler())
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(run_dir / filename)
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(file_handler)
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(run_dir / filename)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(file_handler)
 
     class TqdmHandler(logging.Handler):
         def emit(self, record):
@@ -120,26 +129,35 @@ def check_class_num(model: nn.Module, num_classes: int) -> None:
                               f"to {num_classes}")
 
 
-def restore(cfg: dict, run_dir: Path, model, optimizer, scheduler, scaler, resume: bool) -> int:
-    """Restore per ``restore_hint`` (or the newest checkpoint with ``resume``); returns the start iteration."""
+def restore(cfg: dict, run_dir: Path, model, optimizer, scheduler, scaler,
+            resume: bool) -> tuple[int, dict | None, list[str]]:
+    """Restore per ``restore_hint`` (or the newest intact checkpoint with ``resume``).
+
+    Returns (start iteration, the sizes the run's log files had when the restored checkpoint was written or
+    None, lines for the log).
+    """
     trainer = cfg["trainer_cfg"]
     hint = trainer["restore_hint"]
+    state = None
     if resume:
         found = list_checkpoints(run_dir, trainer["save_name"])
-        if not found:
-            log.info("resume: no checkpoint in %s, starting fresh", run_dir / "checkpoints")
-            return 0
-        hint = found[-1][0]
+        for iteration, candidate in reversed(found):  # newest intact one: a crash can leave a damaged newest
+            try:
+                state = load_checkpoint(candidate)
+                hint, path = iteration, candidate
+                break
+            except DataError as err:
+                warnings.warn(f"resume: skipping {err}")
+        if state is None:
+            if found:
+                raise RunError(f"resume: no intact checkpoint in {run_dir / 'checkpoints'} "
+                               f"({len(found)} found, all unreadable)")
+            return 0, None, [f"resume: no checkpoint in {run_dir / 'checkpoints'}, starting fresh"]
     if hint == 0:
-        if list_checkpoints(run_dir, trainer["save_name"]):
-            raise FileExistsError(f"{run_dir} already holds checkpoints of a run named {trainer['save_name']!r}; "
-                                  "continue it with --resume, or choose another trainer_cfg.save_name")
-        return 0
-    if isinstance(hint, int):
-        path = checkpoint_path(run_dir, trainer["save_name"], hint)
-    else:
-        path = Path(hint)
-    state = load_checkpoint(path)
+        return 0, None, []
+    if state is None:
+        path = checkpoint_path(run_dir, trainer["save_name"], hint) if isinstance(hint, int) else Path(hint)
+        state = load_checkpoint(path)
     strict = trainer["restore_ckpt_strict"]
     load_model_weights(model, state, strict=strict, where=str(path))
     same_run = isinstance(hint, int)
@@ -150,10 +168,66 @@ def restore(cfg: dict, run_dir: Path, model, optimizer, scheduler, scaler, resum
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     if same_run and "rng" in state:
-        torch.set_rng_state(state["rng"]["torch"])
+        try:
+            torch.set_rng_state(state["rng"]["torch"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise DataError(f"{path}: corrupt RNG state ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''})") from None
     iteration = int(state.get("iteration", 0)) if same_run else 0
-    log.info("restored %s (iteration %d, strict=%s)", path, int(state.get("iteration", 0)), strict)
-    return iteration
+    log_sizes = state.get("log_sizes") if same_run and isinstance(state.get("log_sizes"), dict) else None
+    return iteration, log_sizes, [f"restored {path} (iteration {int(state.get('iteration', 0))}, strict={strict})"]
+
+
+def check_run_dir_owned(run_dir: Path, trainer_cfg: dict, resume: bool) -> None:
+    """A run writes only into a run directory it owns: a fresh run (including fine-tuning from a file) into one
+    without checkpoints; ``restore_hint: N`` only when no later checkpoint of that run would be overwritten."""
+    found = list_checkpoints(run_dir, trainer_cfg["save_name"])
+    if resume or not found:
+        return
+    hint = trainer_cfg["restore_hint"]
+    later = [p.name for i, p in found if not (isinstance(hint, int) and hint > 0 and i <= hint)]
+    if later:
+        what = f"restore_hint {hint}" if isinstance(hint, int) and hint > 0 else "a fresh run"
+        raise RunError(f"{run_dir} already holds checkpoints of a run named {trainer_cfg['save_name']!r} "
+                       f"({', '.join(later[-3:])}); {what} would overwrite them: continue that run with --resume, "
+                       "or choose another trainer_cfg.save_name")
+
+
+def lock_run_dir(run_dir: Path) -> OutputLock:
+    """The run directory's lock (``<run_dir>/.lock``), held while training: a second training is refused."""
+    return OutputLock(run_dir / ".lock", f"{run_dir} (another training; choose another trainer_cfg.save_name)")
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files of writes killed midway (``.<name>.<random>.tmp``); the lock makes them stale."""
+    for path in run_dir.rglob(".*.tmp"):
+        if path.is_file():
+            path.unlink()
+
+
+def truncate_run_logs(run_dir: Path, start: int, log_sizes: dict | None) -> None:
+    """After a resume from iteration ``start``, drop what the crashed run logged after that checkpoint, so the
+    replayed iterations are not recorded twice. Without recorded sizes (older checkpoints), metrics rows are
+    filtered by iteration."""
+    for name in ("train.log", "metrics.jsonl"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        if start == 0:
+            continue
+        size = None if log_sizes is None else log_sizes.get(name)
+        if isinstance(size, int) and 0 <= size <= path.stat().st_size:
+            with open(path, "r+b") as f:
+                f.truncate(size)
+        elif name == "metrics.jsonl":
+            kept = []
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+                try:
+                    if int(json.loads(line)["iteration"]) <= start:
+                        kept.append(line)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line of a killed run
+            atomic_write_bytes(path, "".join(kept).encode("utf-8"))
 
 
 def fix_batchnorm(model: nn.Module) -> None:
@@ -164,17 +238,19 @@ def fix_batchnorm(model: nn.Module) -> None:
 
 def train(cfg: dict, device: str | None = None, resume: bool = False, progress: bool = True,
           test_at_end: bool = True) -> dict:
-    """Train the model of ``cfg``; returns ``{"run_dir", "iteration", "history", "test"}``."""
+    """Train the model of ``cfg``; returns ``{"run_dir", "iteration", "history", "test"}``.
+
+    Everything that can refuse the run (config, dataset, model, the run directory's ownership, the
+    checkpoint to restore) is checked before anything is written, so a refused run leaves an existing run
+    directory as it was. The run directory is locked while training.
+    """
     ctx = dist_utils.init(device)
     cfg = config_for_run(cfg)
     trainer = cfg["trainer_cfg"]
     run_dir = run_dir_of(cfg)
-    setup_logging(run_dir, "train.log", ctx.rank)
+    setup_logging(None, "train.log", ctx.rank)  # console only until the run directory is ours
     set_seed(trainer["seed"] + ctx.rank)
-    if ctx.rank == 0:
-        (run_dir / "config.yaml").write_text(dump(cfg))
-    log.info("run directory %s, device %s, %d process(es), %d CPU thread(s)", run_dir, ctx.device, ctx.world_size,
-             torch.get_num_threads())
+    check_run_dir_owned(run_dir, trainer, resume)
 
     # The test set is listed (and, with data_cfg.cache, loaded) once, not at every test during training.
     train_set, test_set = build_datasets(cfg["data_cfg"], test=trainer["with_test"] or test_at_end)
@@ -186,7 +262,36 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     scheduler = build_scheduler(optimizer, cfg["scheduler_cfg"])
     use_amp, amp_dtype = amp_settings(trainer["enable_float16"], ctx.device, trainer.get("amp_dtype"))
     scaler = torch.amp.GradScaler(ctx.device.type) if use_amp and amp_dtype == torch.float16 else None
-    start = restore(cfg, run_dir, model, optimizer, scheduler, scaler, resume)
+    sampler_cfg = trainer["sampler"]
+    TripletSampler(train_set.labels, sampler_cfg["batch_size"])  # refuses a batch larger than the subjects
+
+    lock = lock_run_dir(run_dir) if ctx.rank == 0 else None  # creates the run directory: nothing was refused
+    try:
+        start, log_sizes, notes = restore(cfg, run_dir, model, optimizer, scheduler, scaler, resume)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if ctx.rank == 0:
+        remove_stale_temporaries(run_dir)
+        truncate_run_logs(run_dir, start, log_sizes)
+        atomic_write_bytes(run_dir / "config.yaml", dump(cfg).encode("utf-8"))
+    setup_logging(run_dir, "train.log", ctx.rank)
+    log.info("run directory %s, device %s, %d process(es), %d CPU thread(s)", run_dir, ctx.device, ctx.world_size,
+             torch.get_num_threads())
+    for note in notes:
+        log.info("%s", note)
+    try:
+        return _train_loop(cfg, ctx, run_dir, train_set, test_set, model, losses, optimizer, scheduler, scaler,
+                           use_amp, amp_dtype, start, progress, test_at_end)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_loop(cfg, ctx, run_dir, train_set, test_set, model, losses, optimizer, scheduler, scaler, use_amp,
+                amp_dtype, start, progress, test_at_end) -> dict:
+    trainer = cfg["trainer_cfg"]
     model = dist_utils.wrap_model(model, ctx, trainer)
     forward = torch.compile(model) if trainer.get("compile") else model
 
@@ -224,7 +329,7 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
         optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(logged["loss"]):
             if not trainer.get("skip_nonfinite"):
-                raise FloatingPointError(f"non-finite loss at iteration {iteration}: {logged} "
+                raise NonFiniteLossError(f"non-finite loss at iteration {iteration}: {logged} "
                                          "(set trainer_cfg.skip_nonfinite: true to skip such steps)")
             log.warning("iteration %d: non-finite loss, step skipped", iteration)
         elif scaler is not None:
@@ -244,7 +349,8 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
                        "time/data": data_time})
         monitor.log(iteration, logged, sils)
         if iteration % trainer["save_iter"] == 0 or iteration == total_iter:
-            saved = save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration, ctx)
+            saved = save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration, ctx,
+                                        monitor.log_sizes())
             if trainer["with_test"] and iteration < total_iter:
                 result = test_during_training(cfg, model, ctx, test_set, run_dir, iteration, monitor.writer)
                 monitor.keep_best(result, saved, iteration)
@@ -275,7 +381,7 @@ class Monitor:
     def __init__(self, run_dir: Path, ctx, trainer_cfg: dict, progress: bool, start: int):
         self.run_dir, self.ctx, self.cfg, self.start = run_dir, ctx, trainer_cfg, start
         self.main = ctx.rank == 0
-        self.writer = dist_utils.summary_writer(run_dir, ctx)
+        self.writer = dist_utils.summary_writer(run_dir, ctx, purge_step=start + 1 if start else None)
         # A bar only on a terminal: in a log file tqdm's redraws become hundreds of lines; there the log line
         # every log_iter iterations (with its ETA) is the progress report.
         self.bar = tqdm(total=trainer_cfg["total_iter"], initial=start, desc="train",
@@ -291,7 +397,10 @@ class Monitor:
         self.bar.set_postfix(loss=f"{logged['loss']:.3f}")
         if not self.main:
             return
-        self.metrics.write(json.dumps({"iteration": iteration, **logged}) + "\n")
+        try:
+            self.metrics.write(json.dumps({"iteration": iteration, **logged}) + "\n")
+        except OSError as err:  # a full disk: name the file
+            raise OSError(err.errno, err.strerror, str(self.run_dir / "metrics.jsonl")) from None
         for key, value in logged.items():
             self.writer.add_scalar(key if "/" in key else f"train/{key}", value, iteration)
         if iteration == self.start + 1 or iteration % self.cfg["save_iter"] == 0:
@@ -308,6 +417,16 @@ class Monitor:
                      ", ".join(f"{k}={v:.4g}" for k, v in shown.items()), len(self.interval_seconds),
                      format_duration(mean * (total - iteration)))
             self.interval_seconds = []
+
+    def log_sizes(self) -> dict | None:
+        """Sizes of ``train.log`` and ``metrics.jsonl`` with everything logged so far flushed."""
+        if not self.main:
+            return None
+        self.metrics.flush()
+        for handler in log.handlers:
+            handler.flush()
+        return {name: (self.run_dir / name).stat().st_size for name in ("train.log", "metrics.jsonl")
+                if (self.run_dir / name).is_file()}
 
     def keep_best(self, result: dict | None, checkpoint: Path, iteration: int) -> None:
         """Copy ``checkpoint`` to ``<save_name>-best.pt`` when ``best_metric`` improved."""
@@ -334,8 +453,10 @@ class Monitor:
             self.metrics.close()
 
 
-def save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration, ctx) -> Path:
-    """Write this iteration's checkpoint (rank 0 writes; every rank gets the path)."""
+def save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration, ctx,
+                        log_sizes: dict | None = None) -> Path:
+    """Write this iteration's checkpoint (rank 0 writes; every rank gets the path). ``log_sizes``: the sizes of
+    the run's log files now, so that a resume from this checkpoint can cut what a crashed run logged later."""
     path = checkpoint_path(run_dir, cfg["trainer_cfg"]["save_name"], iteration)
     if ctx.rank != 0:
         return path
@@ -348,6 +469,7 @@ def save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, itera
         "iteration": iteration,
         "rng": {"torch": torch.get_rng_state()},
         "config": cfg,
+        "log_sizes": log_sizes,
     }
     save_checkpoint(path, state)
     prune_checkpoints(run_dir, cfg["trainer_cfg"]["save_name"], cfg["trainer_cfg"].get("keep_checkpoints", 0))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..device import pick_device
+from ..errors import DataError
 import torch.nn.functional as F
 
 METRICS = ("euc", "cos")
@@ -24,7 +25,7 @@ DEFAULT_BLOCK_BYTES = 256 * 2**20
 
 def check_metric(metric: str) -> str:
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+        raise DataError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     return metric
 
 
@@ -32,7 +33,7 @@ def _parts_first(embeddings, metric: str, device: torch.device) -> torch.Tensor:
     """[N, C, P] array -> contiguous float32 tensor [P, N, C], normalised over C for cosine."""
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     if x.ndim != 3:
-        raise ValueError(f"embeddings must be [N, C, P], got shape {tuple(x.shape)}")
+        raise DataError(f"embeddings must be [N, C, P], got shape {tuple(x.shape)}")
     x = x.to(device)
     if metric == "cos":
         x = F.normalize(x, p=2, dim=1)
@@ -55,7 +56,7 @@ def distance_blocks(
     p = _parts_first(probe, metric, device)  # [P, Q, C]
     g = _parts_first(gallery, metric, device)  # [P, G, C]
     if p.shape[0] != g.shape[0] or p.shape[2] != g.shape[2]:
-        raise ValueError(
+        raise DataError(
             f"probe embeddings [{p.shape[1]}, {p.shape[2]}, {p.shape[0]}] and gallery embeddings "
             f"[{g.shape[1]}, {g.shape[2]}, {g.shape[0]}] differ in channels or parts"
         )
@@ -104,7 +105,7 @@ def nearest(
 ) -> np.ndarray:
     """Indices [n_probe, k] of each probe's k nearest gallery entries, nearest first."""
     if k > len(gallery):
-        raise ValueError(f"asked for the {k} nearest gallery entries but the gallery has only {len(gallery)}")
+        raise DataError(f"asked for the {k} nearest gallery entries but the gallery has only {len(gallery)}")
     out = np.empty((len(probe), k), dtype=np.int64)
     for start, block in distance_blocks(probe, gallery, metric, device, block_size):
         out[start:start + block.shape[0]] = _smallest(block, k).cpu().numpy()
@@ -127,7 +128,7 @@ def nearest_in_groups(
     """
     sizes = np.diff(bounds)
     if len(sizes) == 0 or sizes.min() < k:
-        raise ValueError(f"every gallery group needs at least {k} entries, got sizes {sizes.tolist()}")
+        raise DataError(f"every gallery group needs at least {k} entries, got sizes {sizes.tolist()}")
     out = [np.empty((len(probe), k), dtype=np.int64) for _ in sizes]
     for start, block in distance_blocks(probe, gallery, metric, device, block_size):
         for group, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
+
 
 def rank_k_hits(nearest_labels: np.ndarray, probe_labels: np.ndarray) -> np.ndarray:
     """Hit counts [k]: entry r is the number of probes whose r+1 nearest gallery entries hold their subject.
@@ -22,7 +24,7 @@ def rank_k_hits(nearest_labels: np.ndarray, probe_labels: np.ndarray) -> np.ndar
 def percent_rounded(hits, num_probes: int) -> np.ndarray:
     """OpenGait's per-cell figure: hits * 100 / probes, rounded to 2 decimals."""
     if num_probes == 0:
-        raise ValueError("no probes: a rank-k accuracy over an empty probe set is undefined")
+        raise DataError("no probes: a rank-k accuracy over an empty probe set is undefined")
     return np.round(np.asarray(hits) * 100 / num_probes, 2)
 
 
@@ -35,7 +37,7 @@ def average_precision(matches: np.ndarray) -> float:
     matches = np.asarray(matches).astype(np.int64)
     num_relevant = matches.sum()
     if num_relevant == 0:
-        raise ValueError("average precision is undefined without a true match")
+        raise DataError("average precision is undefined without a true match")
     precision = np.cumsum(matches) / np.arange(1.0, len(matches) + 1)
     return float((precision * matches).sum() / num_relevant)
 
@@ -45,7 +47,7 @@ def inverse_negative_penalty(matches: np.ndarray) -> float:
     matches = np.asarray(matches).astype(np.int64)
     positions = np.flatnonzero(matches)
     if len(positions) == 0:
-        raise ValueError("INP is undefined without a true match")
+        raise DataError("INP is undefined without a true match")
     last = positions[-1]
     return float(matches.sum() / (last + 1.0))
 
@@ -76,7 +78,7 @@ def accuracy_and_map(dist, probe_labels, gallery_labels, exclude=None) -> tuple[
     first_hits, aps = [], []
     for i, matches in enumerate(ranked_matches(dist, probe_labels, gallery_labels, exclude)):
         if len(matches) == 0:
-            raise ValueError(f"probe {i} has no gallery entry left after excluding identical-view cases")
+            raise DataError(f"probe {i} has no gallery entry left after excluding identical-view cases")
         first_hits.append(int(matches[0]))
         if matches.any():
             aps.append(average_precision(matches))
@@ -98,7 +100,7 @@ def retrieval_metrics(dist, probe_labels, gallery_labels, max_rank: int = 50) ->
         aps.append(average_precision(matches))
         inps.append(inverse_negative_penalty(matches))
     if not curves:
-        raise ValueError("no probe has a true match in the gallery: probe and gallery subjects are disjoint")
+        raise DataError("no probe has a true match in the gallery: probe and gallery subjects are disjoint")
     cmc = np.asarray(curves).astype(np.float32).sum(axis=0) / np.float32(len(curves))
     return {
         "cmc": cmc,

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..errors import DataError
 from ..registry import closest
 from .distance import check_metric, nearest, nearest_in_groups, pairwise_distance
 from .features import check_features
@@ -60,7 +61,7 @@ DEFAULT_RERANK = {"k1": 6, "k2": 6, "lambda_value": 0.3}
 def prepare_features(features: dict, where: str = "features") -> dict:
     """Arrays of the expected dtypes, validated (keys, lengths, finite values)."""
     if not isinstance(features, dict):
-        raise ValueError(f"{where}: expected a dict with embeddings, labels, types, views; "
+        raise DataError(f"{where}: expected a dict with embeddings, labels, types, views; "
                          f"got {type(features).__name__}")
     arrays = dict(features)
     if "embeddings" in arrays:
@@ -70,7 +71,7 @@ def prepare_features(features: dict, where: str = "features") -> dict:
             arrays[key] = np.asarray(arrays[key]).astype(str)
     check_features(arrays, where)
     if len(arrays["embeddings"]) == 0:
-        raise ValueError(f"{where}: no embeddings")
+        raise DataError(f"{where}: no embeddings")
     return arrays
 
 
@@ -104,7 +105,7 @@ class _Distances:
 
     def nearest(self, probe: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
         if k > len(gallery):
-            raise ValueError(f"rank-{k} needs at least {k} gallery entries, found {len(gallery)}")
+            raise DataError(f"rank-{k} needs at least {k} gallery entries, found {len(gallery)}")
         if not self.rerank:
             return nearest(probe, gallery, k, self.metric, self.device)
         return np.argsort(self.matrix(probe, gallery), axis=1)[:, :k]
@@ -138,17 +139,17 @@ def single_view_gallery(
     emb, labels, types, views = features["embeddings"], features["labels"], features["types"], features["views"]
     view_list = [str(v) for v in np.unique(views) if v not in excluded_views]
     if len(view_list) < 2:
-        raise ValueError(f"{where}: needs at least two views to exclude identical-view cases, found {view_list}")
+        raise DataError(f"{where}: needs at least two views to exclude identical-view cases, found {view_list}")
     gallery_mask = _type_mask(types, gallery_types, substring)
     gallery_of_view = {}
     for view in view_list:
         index = np.flatnonzero(gallery_mask & (views == view))
         if len(index) == 0:
-            raise ValueError(f"{where}: no gallery sequences (types {', '.join(gallery_types)}) at view {view}; "
+            raise DataError(f"{where}: no gallery sequences (types {', '.join(gallery_types)}) at view {view}; "
                              f"every probe view is matched against every gallery view. "
                              f"Types present: {_present(types)}")
         if len(index) < num_rank:
-            raise ValueError(f"{where}: rank-{num_rank} needs at least {num_rank} gallery sequences at view {view}, "
+            raise DataError(f"{where}: rank-{num_rank} needs at least {num_rank} gallery sequences at view {view}, "
                              f"found {len(index)}")
         gallery_of_view[view] = index
     # Gallery ordered by view: each view is one contiguous slice of the distance columns.
@@ -163,13 +164,13 @@ def single_view_gallery(
     for condition, wanted in probe_types.items():
         probe_mask = _type_mask(types, wanted, substring)
         if not probe_mask.any():
-            raise ValueError(f"{where}: no probe sequences for {condition} (types {', '.join(wanted)}); "
+            raise DataError(f"{where}: no probe sequences for {condition} (types {', '.join(wanted)}); "
                              f"types present: {_present(types)}")
         accuracy = np.full((num_views, num_views, num_rank), -1.0)
         for a, probe_view in enumerate(view_list):
             probe_index = np.flatnonzero(probe_mask & (views == probe_view))
             if len(probe_index) == 0:
-                raise ValueError(f"{where}: no {condition} probe sequences (types {', '.join(wanted)}) at view "
+                raise DataError(f"{where}: no {condition} probe sequences (types {', '.join(wanted)}) at view "
                                  f"{probe_view}; views with probes: {_present(views[probe_mask])}")
             nearest_by_view = distances.nearest_in_groups(emb[probe_index], gallery_emb, bounds, num_rank)
             for b, idx in enumerate(nearest_by_view):
@@ -227,27 +228,27 @@ def cross_view_gallery(
     view_list = [str(v) for v in np.unique(views)]
     gallery_index = np.flatnonzero(_type_mask(types, gallery_types))
     if len(gallery_index) == 0:
-        raise ValueError(f"{where}: no gallery sequences (types {', '.join(gallery_types)}); "
+        raise DataError(f"{where}: no gallery sequences (types {', '.join(gallery_types)}); "
                          f"types present: {_present(types)}")
     gallery_emb = emb[gallery_index]
     results, per_view, counts = {}, {}, {}
     for condition, wanted in probe_types.items():
         probe_mask = _type_mask(types, wanted)
         if not probe_mask.any():
-            raise ValueError(f"{where}: no probe sequences for {condition} (types {', '.join(wanted)}); "
+            raise DataError(f"{where}: no probe sequences for {condition} (types {', '.join(wanted)}); "
                              f"types present: {_present(types)}")
         rank1, mean_ap = {}, {}
         for view in view_list:
             probe_index = np.flatnonzero(probe_mask & (views == view))
             if len(probe_index) == 0:
-                raise ValueError(f"{where}: no {condition} probe sequences (types {', '.join(wanted)}) at view {view}; "
+                raise DataError(f"{where}: no {condition} probe sequences (types {', '.join(wanted)}) at view {view}; "
                                  f"views with probes: {_present(views[probe_mask])}")
             dist = distances.matrix(emb[probe_index], gallery_emb)
             exclude = ((labels[probe_index][:, None] == labels[gallery_index][None, :])
                        & (views[probe_index][:, None] == views[gallery_index][None, :]))
             acc, m_ap, with_match = accuracy_and_map(dist, labels[probe_index], labels[gallery_index], exclude)
             if with_match == 0:
-                raise ValueError(f"{where}: no {condition} probe at view {view} has a true match in the gallery "
+                raise DataError(f"{where}: no {condition} probe at view {view} has a true match in the gallery "
                                  f"outside its own view, so mAP is undefined")
             rank1[view] = float(np.round(acc * 100, 2))
             mean_ap[view] = float(np.round(m_ap * 100, 2))
@@ -330,7 +331,7 @@ def _subject_number(label: str) -> str:
     try:
         return str(int(label))
     except ValueError:
-        raise ValueError(f"grew-submission: gallery subject {str(label)!r} is not a number; GREW subject ids are "
+        raise DataError(f"grew-submission: gallery subject {str(label)!r} is not a number; GREW subject ids are "
                          f"numeric folder names such as 00001") from None
 
 
@@ -351,10 +352,10 @@ def _split_by_type(types, probe_types, gallery_types, where):
     probe_index = np.flatnonzero(np.isin(types, probe_types))
     gallery_index = np.flatnonzero(np.isin(types, gallery_types))
     if len(probe_index) == 0:
-        raise ValueError(f"{where}: no probe sequences (types {', '.join(probe_types)}); "
+        raise DataError(f"{where}: no probe sequences (types {', '.join(probe_types)}); "
                          f"types present: {_present(types)}")
     if len(gallery_index) == 0:
-        raise ValueError(f"{where}: no gallery sequences (types {', '.join(gallery_types)}); "
+        raise DataError(f"{where}: no gallery sequences (types {', '.join(gallery_types)}); "
                          f"types present: {_present(types)}")
     return probe_index, gallery_index
 
@@ -366,18 +367,18 @@ def load_probe_set(probe_set) -> set[str]:
     if isinstance(probe_set, (str, Path)):
         path = Path(probe_set)
         if not path.is_file():
-            raise ValueError(f"probe set file not found: {path}")
+            raise DataError(f"probe set file not found: {path}")
         try:
             partition = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+            raise DataError(f"{path}: not valid JSON ({err})") from None
         if not isinstance(partition, dict) or "PROBE_SET" not in partition:
-            raise ValueError(f"{path}: no PROBE_SET list; expected a partition JSON with PROBE_SET entries "
+            raise DataError(f"{path}: no PROBE_SET list; expected a partition JSON with PROBE_SET entries "
                              f"<subject>-<type>-<view>")
         probe_set = partition["PROBE_SET"]
     entries = {str(x) for x in probe_set}
     if not entries:
-        raise ValueError("the probe set is empty")
+        raise DataError("the probe set is empty")
     return entries
 
 
@@ -389,13 +390,13 @@ def gait3d(features: dict, distances: _Distances, probe_set=None, **_) -> dict:
     keys = np.char.add(np.char.add(np.char.add(np.char.add(labels, "-"), types), "-"), views)
     probe_mask = np.isin(keys, list(wanted))
     if not probe_mask.any():
-        raise ValueError(f"gait3d: none of the {len(wanted)} probe-set entries (e.g. {sorted(wanted)[0]}) is in the "
+        raise DataError(f"gait3d: none of the {len(wanted)} probe-set entries (e.g. {sorted(wanted)[0]}) is in the "
                          f"features (e.g. {keys[0]}); entries are <subject>-<type>-<view>")
     if probe_mask.all():
-        raise ValueError("gait3d: every sequence is in the probe set, leaving no gallery")
+        raise DataError("gait3d: every sequence is in the probe set, leaving no gallery")
     gallery_labels = labels[~probe_mask]
     if len(gallery_labels) < 10:
-        raise ValueError(f"gait3d: rank-10 needs at least 10 gallery sequences, found {len(gallery_labels)}")
+        raise DataError(f"gait3d: rank-10 needs at least 10 gallery sequences, found {len(gallery_labels)}")
     dist = distances.matrix(emb[probe_mask], emb[~probe_mask])
     found = retrieval_metrics(dist, labels[probe_mask], gallery_labels)
     cmc_percent = found["cmc"] * np.float32(100)  # float32, as the Gait3D benchmark reports it
@@ -441,10 +442,10 @@ def evaluate(
     if protocol not in PROTOCOLS:
         hint = closest(protocol, PROTOCOLS)
         did_you_mean = f" Did you mean {hint!r}?" if hint else ""
-        raise ValueError(f"unknown protocol {protocol!r}.{did_you_mean} Known: {', '.join(PROTOCOLS)}")
+        raise DataError(f"unknown protocol {protocol!r}.{did_you_mean} Known: {', '.join(PROTOCOLS)}")
     unknown = set(rerank_params or {}) - set(DEFAULT_RERANK)
     if unknown:
-        raise ValueError(f"unknown re-ranking parameter(s) {', '.join(sorted(unknown))}; "
+        raise DataError(f"unknown re-ranking parameter(s) {', '.join(sorted(unknown))}; "
                          f"expected {', '.join(DEFAULT_RERANK)}")
     distances = _Distances(metric, rerank, rerank_params, device)
     arrays = prepare_features(features)
@@ -470,12 +471,12 @@ def protocol_for_eval_func(eval_func: str, dataset_name: str, cross_view_gallery
         table = _INDOOR_CROSS_VIEW if cross_view_gallery else _INDOOR
         if dataset_name not in table:
             kind = "a cross-view gallery protocol" if cross_view_gallery else "an indoor protocol"
-            raise ValueError(f"OpenGait's evaluate_indoor_dataset has {kind} for {', '.join(table)}, "
+            raise DataError(f"OpenGait's evaluate_indoor_dataset has {kind} for {', '.join(table)}, "
                              f"not for dataset {dataset_name!r}")
         return table[dataset_name]
     if eval_func == "evaluate_real_scene":
         if dataset_name != "GREW":
-            raise ValueError(f"evaluate_real_scene is supported for GREW only, not for dataset {dataset_name!r}")
+            raise DataError(f"evaluate_real_scene is supported for GREW only, not for dataset {dataset_name!r}")
         return "grew"
     if eval_func == "GREW_submission":
         return "grew-submission"
@@ -484,7 +485,7 @@ def protocol_for_eval_func(eval_func: str, dataset_name: str, cross_view_gallery
     known = ["evaluate_indoor_dataset", "evaluate_real_scene", "GREW_submission", "evaluate_Gait3D",
              "evaluate_FreeGait"]
     if eval_func in _NOT_SUPPORTED:
-        raise ValueError(f"OpenGait's {eval_func} has no gaitrec protocol yet; supported: {', '.join(known)}")
+        raise DataError(f"OpenGait's {eval_func} has no gaitrec protocol yet; supported: {', '.join(known)}")
     hint = closest(eval_func, known + list(_NOT_SUPPORTED))
     did_you_mean = f" Did you mean {hint!r}?" if hint else ""
-    raise ValueError(f"unknown eval_func {eval_func!r}.{did_you_mean} Supported: {', '.join(known)}")
+    raise DataError(f"unknown eval_func {eval_func!r}.{did_you_mean} Supported: {', '.join(known)}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
+
 
 def _reciprocal_neighbours(ranking: np.ndarray, i: int, k: int) -> np.ndarray:
     """Entries among the k+1 nearest of ``i`` that also have ``i`` among their own k+1 nearest."""
@@ -31,11 +33,11 @@ def k_reciprocal_rerank(
     dist = np.asarray(joint_distance)
     n = dist.shape[0]
     if dist.ndim != 2 or dist.shape[1] != n:
-        raise ValueError(f"re-ranking needs a square joint distance matrix, got shape {dist.shape}")
+        raise DataError(f"re-ranking needs a square joint distance matrix, got shape {dist.shape}")
     if not 0 < num_probe < n:
-        raise ValueError(f"re-ranking needs at least one probe and one gallery entry (probes {num_probe} of {n})")
+        raise DataError(f"re-ranking needs at least one probe and one gallery entry (probes {num_probe} of {n})")
     if min(k1, k2) < 1:
-        raise ValueError(f"k1 and k2 must be at least 1, got k1={k1}, k2={k2}")
+        raise DataError(f"k1 and k2 must be at least 1, got k1={k1}, k2={k2}")
     column_max = dist.max(axis=0)
     column_max[column_max == 0] = 1  # a column of zeros stays zeros instead of becoming NaN
     dist = np.transpose(dist / column_max)

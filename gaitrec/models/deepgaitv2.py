@@ -43,7 +43,7 @@ class BasicBlock3D(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride=(1, 1, 1), downsample: nn.Module | None = None):
         super().__init__()
         if stride[0] not in (1, 2, 3):
-            raise ValueError(f"BasicBlock3D: temporal stride must be 1, 2 or 3, got {stride[0]}")
+            raise ConfigError(f"BasicBlock3D: temporal stride must be 1, 2 or 3, got {stride[0]}")
         temporal_pad = 1 if stride[0] in (1, 2) else 0
         self.conv1 = nn.Conv3d(inplanes, planes, (3, 3, 3), stride=stride, padding=(temporal_pad, 1, 1), bias=False)
         self.bn1 = nn.BatchNorm3d(planes)

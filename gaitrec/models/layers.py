@@ -7,12 +7,14 @@ is ``[n, c, p]`` (p = horizontal parts).
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from ..registry import Registry
 
 BACKBONES = Registry("backbone")
@@ -195,6 +197,8 @@ class Plain(nn.Module):
         layers: list[nn.Module] = []
         in_c = self.in_channels
         for i, spec in enumerate(self.layers_cfg):
+            if not isinstance(spec, str) or not re.fullmatch(r"M|BC-[1-9]\d*|FC-[1-9]\d*-\d+", spec):
+                raise ConfigError(f"Plain backbone: layer {spec!r} must be BC-<c>, FC-<c>-<halving> or M")
             if spec == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
                 continue
@@ -206,7 +210,7 @@ class Plain(nn.Module):
             elif kind == "FC":
                 layers.append(FocalConv2d(in_c, out_c, kernel, halving=int(numbers[1]), stride=1, padding=pad))
             else:
-                raise ValueError(f"Plain backbone: layer {spec!r} must be BC-<c>, FC-<c>-<halving> or M")
+                raise ConfigError(f"Plain backbone: layer {spec!r} must be BC-<c>, FC-<c>-<halving> or M")
             layers.append(nn.LeakyReLU(inplace=True))
             in_c = out_c
         return nn.Sequential(*layers)

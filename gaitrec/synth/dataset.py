@@ -13,14 +13,21 @@ Two outputs:
   the input of a pretreatment step; writing both in one tree would put two layouts under one root.
 
 ``<output>/partition.json`` splits the subjects like CASIA-B (first ~60% train, rest test) and
-``<output>/synthgait.json``, written last, records the parameters: a directory holding it is a complete
-dataset, a directory holding only ``.synthgait-incomplete.json`` is an interrupted run.
+``<output>/synthgait.json``, written last, records the parameters and every file with its size and CRC32,
+checked when the dataset is reused. The dataset is written into a temporary directory beside ``output``
+and renamed into place when complete, under a lock (``.<output>.lock`` beside it): a second run for the
+same directory waits and then reuses the dataset. A directory holding only ``.synthgait-incomplete.json``
+is an interrupted run of an older gaitrec and is replaced.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 import time
+import warnings
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
@@ -29,7 +36,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.pickle_io import atomic_write_bytes, save_array
+from ..data.pickle_io import atomic_write_bytes, current_umask, fsync_directory, save_array
+from ..errors import ConfigError, DataError
+from ..locking import OutputLock
 from .body import TYPES, VIEWS, Subject, Walk, sample_subject, sample_walk
 from .render import camera_placement, centred_placement, pretreat, render_walk
 from .walk import body_shape
@@ -92,13 +101,35 @@ def generate_dataset(output: str | Path, subjects: int = DEFAULT_SUBJECTS, frame
     """
     parameters = _parameters(subjects, frames, size, seed, views, types, raw, raw_size)
     output = Path(output)
-    existing = _check_output(output, parameters)
-    if existing is not None:
-        return existing
+    lock = OutputLock(output.parent / f".{output.name}.lock", str(output), wait=True)
+    try:
+        existing = _check_output(output, parameters)
+        if existing is not None:
+            return existing
+        for stale in output.parent.glob(f".{output.name}.*.tmp"):  # killed runs' leftovers: ours under the lock
+            shutil.rmtree(stale, ignore_errors=True)
+        temp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
+        os.chmod(temp, 0o777 & ~current_umask())  # mkdtemp creates 0700; outputs follow the umask
+        try:
+            summary = _generate(temp, parameters, raw_size, progress)
+            summary["output"] = str(output)
+            if output.exists():  # empty, or an older gaitrec's interrupted run (checked above)
+                shutil.rmtree(output)
+            os.replace(temp, output)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        fsync_directory(output.parent)
+        return summary
+    finally:
+        lock.release()
 
+
+def _generate(output: Path, parameters: dict, raw_size, progress: bool) -> dict:
+    """Write the dataset of ``parameters`` into the (new, private) folder ``output``; returns the summary."""
+    subjects, frames, size, seed = (parameters[k] for k in ("subjects", "frames", "size", "seed"))
+    raw = parameters["raw"]
     start = time.perf_counter()
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(output / IN_PROGRESS, json.dumps({"parameters": parameters}, indent=1).encode())
     ids = [subject_id(i, subjects) for i in range(subjects)]
     sequences = written_frames = 0
     # Files are written by a few threads while the next walk renders: each save waits on fsync, which
@@ -128,9 +159,9 @@ def generate_dataset(output: str | Path, subjects: int = DEFAULT_SUBJECTS, frame
     atomic_write_bytes(output / "partition.json", json.dumps(partition, indent=1).encode())
     summary = {"subjects": subjects, "sequences": sequences, "frames": written_frames,
                "seconds": round(time.perf_counter() - start, 3), "output": str(output), "reused": False}
-    marker = {"format": "SynthGait", "version": FORMAT_VERSION, "parameters": parameters, "summary": summary}
+    marker = {"format": "SynthGait", "version": FORMAT_VERSION, "parameters": parameters, "summary": summary,
+              "files": _file_list(output)}
     atomic_write_bytes(output / MARKER, json.dumps(marker, indent=1).encode())
-    (output / IN_PROGRESS).unlink()
     return summary
 
 
@@ -138,20 +169,20 @@ def _parameters(subjects, frames, size, seed, views, types, raw, raw_size) -> di
     """Validated generation parameters in JSON form (the marker compares them as such)."""
     for name, value, low in (("subjects", subjects, 1), ("frames", frames, 1), ("size", size, 16), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"SynthGait: {name} must be an integer >= {low}, got {value!r}")
+            raise ConfigError(f"SynthGait: {name} must be an integer >= {low}, got {value!r}")
     if size % 2:
-        raise ValueError(f"SynthGait: size must be even (the window is centred), got {size}")
+        raise ConfigError(f"SynthGait: size must be even (the window is centred), got {size}")
     views = list(VIEWS) if views is None else [f"{int(v):03d}" if str(v).isdigit() else str(v) for v in views]
     unknown = [v for v in views if v not in VIEWS]
     if unknown or not views:
-        raise ValueError(f"SynthGait: unknown views {unknown or views}; choose from {', '.join(VIEWS)}")
+        raise ConfigError(f"SynthGait: unknown views {unknown or views}; choose from {', '.join(VIEWS)}")
     types = list(TYPES) if types is None else [str(t) for t in types]
     unknown = [t for t in types if t not in TYPES]
     if unknown or not types:
-        raise ValueError(f"SynthGait: unknown types {unknown or types}; choose from {', '.join(TYPES)}")
+        raise ConfigError(f"SynthGait: unknown types {unknown or types}; choose from {', '.join(TYPES)}")
     raw_size = [int(x) for x in raw_size]
     if len(raw_size) != 2 or min(raw_size) < 32:
-        raise ValueError(f"SynthGait: raw_size must be (height, width), each at least 32, got {raw_size}")
+        raise ConfigError(f"SynthGait: raw_size must be (height, width), each at least 32, got {raw_size}")
     return {"subjects": int(subjects), "frames": int(frames), "size": int(size), "seed": int(seed),
             "views": views, "types": types, "raw": bool(raw), "raw_size": raw_size if raw else None}
 
@@ -167,24 +198,44 @@ def _check_output(output: Path, parameters: dict) -> dict | None:
             recorded = json.loads(marker.read_text())
             same = recorded["version"] == FORMAT_VERSION and recorded["parameters"] == parameters
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"{marker} is unreadable; delete {output} or choose another output directory") from None
+            raise ConfigError(f"{marker} is unreadable; delete {output} or choose another output directory") from None
         if not same:
             differences = {k: (recorded["parameters"].get(k), v) for k, v in parameters.items()
                            if recorded["parameters"].get(k) != v}
-            raise ValueError(f"{output} holds a SynthGait dataset made with other parameters "
+            raise ConfigError(f"{output} holds a SynthGait dataset made with other parameters "
                              f"(recorded vs requested: {differences}); choose another output directory or delete it")
+        _verify_files(output, recorded.get("files"))
         return dict(recorded["summary"], seconds=0.0, output=str(output), reused=True)
     if not output.is_dir() or not any(output.iterdir()):
         return None
     if not (output / IN_PROGRESS).is_file():
         raise FileExistsError(f"{output} is not empty and is not a SynthGait dataset; refusing to write into it "
                               "(choose a new or empty directory)")
-    # An interrupted run: clear what it wrote (subject folders, the partition) and start again.
-    for entry in output.iterdir():
-        if entry.is_dir() and entry.name.isdigit():
-            shutil.rmtree(entry)
-    (output / "partition.json").unlink(missing_ok=True)
-    return None
+    return None  # an interrupted run of an older gaitrec: replaced once the new dataset is complete
+
+
+def _file_list(folder: Path) -> dict[str, list[int]]:
+    """``{relative path: [size, crc32]}`` of every file under ``folder``."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        files[path.relative_to(folder).as_posix()] = [len(data), zlib.crc32(data)]
+    return files
+
+
+def _verify_files(output: Path, files: dict | None) -> None:
+    """A reused dataset must still hold every file its marker lists, with the same size and CRC."""
+    if files is None:
+        warnings.warn(f"{output}: written by an older gaitrec without a file list; reused unverified")
+        return
+    for name, (size, crc) in files.items():
+        path = output / name
+        if not path.is_file():
+            raise DataError(f"{path}: missing from the SynthGait dataset in {output}; delete {output} to regenerate it")
+        data = path.read_bytes()
+        if len(data) != size or zlib.crc32(data) != crc:
+            raise DataError(f"{path}: changed or corrupt (size/CRC differ from {output / MARKER}); delete {output} "
+                            "to regenerate it")
 
 
 def _wait_for(pending: list[Future], keep: int) -> list[Future]:
