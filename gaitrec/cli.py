@@ -10,8 +10,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from .errors import UserError
-from .registry import ConfigError
+from .errors import ConfigError, UserError
 
 # Commands that never run torch: they skip setting its thread count (importing torch takes seconds).
 NO_TORCH_COMMANDS = ("synth", "pretreat", "pack", "unpack", "data")
@@ -205,7 +204,7 @@ def cmd_export(args) -> int:
     frame_size = parse_frame_size(args.frame_size) if args.frame_size else None
     tolerance = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
     if not tolerance > 0:
-        raise ValueError(f"--tolerance must be positive, got {tolerance}")
+        raise ConfigError(f"--tolerance must be positive, got {tolerance}")
     cfg = load(args)
     try:
         summary = export_checkpoint(cfg, args.checkpoint, args.out, args.format, frame_size=frame_size,
@@ -315,9 +314,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def check_model_args(args) -> None:
     if bool(args.config) != bool(args.checkpoint):
-        raise ValueError("--config and --checkpoint go together: give both, or neither for the default model")
+        raise ConfigError("--config and --checkpoint go together: give both, or neither for the default model")
     if args.overrides and not args.config:
-        raise ValueError("--set applies to --config; the default model takes no overrides")
+        raise ConfigError("--set applies to --config; the default model takes no overrides")
 
 
 def load_embedder(args):
@@ -354,10 +353,10 @@ def cmd_identify(args) -> int:
 
     check_model_args(args)
     if args.top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+        raise ConfigError(f"--top-k must be at least 1, got {args.top_k}")
     with Gallery.open(args.gallery) as gallery:
         if not gallery.people():
-            raise ValueError(f"{args.gallery}: the gallery is empty; enrol someone first")
+            raise ConfigError(f"{args.gallery}: the gallery is empty; enrol someone first")
         threshold, origin = gallery_threshold(gallery, args.threshold)
         check_sources_exist(args.sources)
         embedder = load_embedder(args)
@@ -385,7 +384,7 @@ def cmd_watch(args) -> int:
 
     with Gallery.open(args.gallery) as gallery:
         if not gallery.people():
-            raise ValueError(f"{args.gallery}: the gallery is empty; enrol someone first")
+            raise ConfigError(f"{args.gallery}: the gallery is empty; enrol someone first")
         threshold, _ = gallery_threshold(gallery, args.threshold)
         embedder = load_embedder(args)
         prepare_gallery(gallery, embedder)

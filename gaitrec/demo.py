@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from .errors import ConfigError
 from .config import CONFIG_DIR, load_config
 
 DEMO_CONFIG = CONFIG_DIR / "demo" / "baseline_synthgait.yaml"
@@ -41,7 +42,7 @@ def run_demo(output: str | None = None, data: str | None = None, iterations: int
     apply_thread_count()
 
     if iterations is not None and iterations < 1:
-        raise ValueError(f"--iterations must be at least 1, got {iterations}")
+        raise ConfigError(f"--iterations must be at least 1, got {iterations}")
     started = time.perf_counter()
     data_dir = Path(data) if data else cache_dir() / (
         f"synthgait-v{FORMAT_VERSION}-" + "{subjects}s-{frames}f-{size}px-seed{seed}".format(**DEMO_DATA))

@@ -13,7 +13,7 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     try:
         device = torch.device(requested)
     except RuntimeError:
-        raise ValueError(f"--device {requested}: not a device; use cpu, cuda or cuda:N") from None
+        raise ConfigError(f"--device {requested}: not a device; use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device} was asked for but CUDA is not available; use cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

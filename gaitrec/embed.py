@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .errors import DataError
 from .config import load_config
 from .data.sampler import SequenceCollator
 from .default_model import CONFIG as DEFAULT_MODEL_CONFIG
@@ -103,18 +104,18 @@ class Embedder:
     def check(self, frames: np.ndarray, where: str = "sequence") -> np.ndarray:
         """Refuse what the model cannot embed meaningfully, naming ``where``; returns the frames."""
         if not isinstance(frames, np.ndarray):
-            raise ValueError(f"{where}: expected a numpy array of frames, got {type(frames).__name__}")
+            raise DataError(f"{where}: expected a numpy array of frames, got {type(frames).__name__}")
         if frames.dtype != np.uint8:
-            raise ValueError(f"{where}: expected uint8 silhouettes (0-255), got {frames.dtype}")
+            raise DataError(f"{where}: expected uint8 silhouettes (0-255), got {frames.dtype}")
         if frames.ndim != 3:
-            raise ValueError(f"{where}: expected frames [T, H, W], got shape {tuple(frames.shape)}")
+            raise DataError(f"{where}: expected frames [T, H, W], got shape {tuple(frames.shape)}")
         if frames.shape[0] == 0:
-            raise ValueError(f"{where}: the sequence has no frames")
+            raise DataError(f"{where}: the sequence has no frames")
         if self.frame_size is not None and tuple(frames.shape[1:]) != self.frame_size:
-            raise ValueError(f"{where}: frames are {frames.shape[1]}x{frames.shape[2]} but the model takes "
+            raise DataError(f"{where}: frames are {frames.shape[1]}x{frames.shape[2]} but the model takes "
                              f"{self.frame_size[0]}x{self.frame_size[1]} (pretreat to that size)")
         if not frames.any():
-            raise ValueError(f"{where}: every frame is empty (no silhouette)")
+            raise DataError(f"{where}: every frame is empty (no silhouette)")
         return frames
 
     def embed(self, frames: np.ndarray, where: str = "sequence") -> np.ndarray:
@@ -127,9 +128,9 @@ class Embedder:
         ``where`` names each sequence in error messages."""
         where = list(where) if where is not None else [f"sequence {i}" for i in range(len(sequences))]
         if len(where) != len(sequences):
-            raise ValueError(f"{len(sequences)} sequences but {len(where)} names")
+            raise DataError(f"{len(sequences)} sequences but {len(where)} names")
         if not len(sequences):
-            raise ValueError("no sequence to embed")
+            raise DataError("no sequence to embed")
         for frames, name in zip(sequences, where):
             self.check(frames, name)
         chunks = []

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from .errors import ConfigError
 from . import __version__
 from .data.pickle_io import atomic_write_bytes
 
@@ -40,7 +41,7 @@ MIN_FRAMES = {"GaitGL": 3}
 ONNX_INSTALL_HINT = "pip install 'gaitrec[onnx]'"
 
 
-class ExportError(ValueError):
+class ExportError(ConfigError):
     """The model cannot be exported in the requested format (the message names the model and why)."""
 
 
@@ -77,7 +78,7 @@ def parse_frame_size(text: str) -> tuple[int, int]:
     """``"64x44"`` -> ``(64, 44)``."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match or min(int(match[1]), int(match[2])) < 1:
-        raise ValueError(f"--frame-size {text!r}: expected HEIGHTxWIDTH, e.g. 64x44")
+        raise ConfigError(f"--frame-size {text!r}: expected HEIGHTxWIDTH, e.g. 64x44")
     return int(match[1]), int(match[2])
 
 
@@ -99,7 +100,7 @@ def frame_size_of(cfg: dict) -> tuple[tuple[int, int], str]:
 def check_request(out: str | Path, fmt: str, overwrite: bool) -> Path:
     """Refuse an unknown format, a missing onnx package, and an existing ``out`` without ``overwrite``."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         try:
             import onnx  # noqa: F401

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import DataError
 from .data.pickle_io import atomic_write_bytes
 from .evaluation.distance import distance_blocks
 
@@ -97,7 +98,7 @@ class ModelRecord:
         """Refuse another model than this one: its embeddings mean something else."""
         if identity != self.identity:
             origin = f" (checkpoint {self.checkpoint})" if self.checkpoint else ""
-            raise ValueError(f"{where} was enrolled with model {self.identity}{origin}, not {identity}; use the "
+            raise DataError(f"{where} was enrolled with model {self.identity}{origin}, not {identity}; use the "
                              "config and checkpoint it was built with, or another gallery")
 
 
@@ -127,12 +128,12 @@ def _now() -> str:
 def check_name(name: str) -> str:
     """A person's name: printable, not empty, not the word reserved for rejected queries."""
     if not isinstance(name, str) or not name.strip():
-        raise ValueError("a person's name must not be empty")
+        raise DataError("a person's name must not be empty")
     if name != name.strip() or re.search(r"[\x00-\x1f\x7f]", name) or len(name) > 200:
-        raise ValueError(f"name {name!r}: no leading or trailing spaces, control characters, or more than "
+        raise DataError(f"name {name!r}: no leading or trailing spaces, control characters, or more than "
                          "200 characters")
     if name.lower() == UNKNOWN:
-        raise ValueError(f"name {name!r} is reserved: identification answers {UNKNOWN!r} for a stranger")
+        raise DataError(f"name {name!r} is reserved: identification answers {UNKNOWN!r} for a stranger")
     return name
 
 
@@ -155,16 +156,16 @@ class Gallery:
         if not path.exists():
             raise FileNotFoundError(f"gallery not found: {path}")
         if not path.is_file():
-            raise ValueError(f"{path}: not a gaitrec gallery (not a file)")
+            raise DataError(f"{path}: not a gaitrec gallery (not a file)")
         if path.stat().st_size == 0:
-            raise ValueError(f"{path}: not a gaitrec gallery (empty file)")
+            raise DataError(f"{path}: not a gaitrec gallery (empty file)")
         db = _connect(path, timeout)
         try:
             _check_schema(db, path)
             return cls(path, db, timeout)
         except sqlite3.DatabaseError as err:
             db.close()
-            raise ValueError(f"{path}: not a gaitrec gallery, or a damaged one ({err})") from None
+            raise DataError(f"{path}: not a gaitrec gallery, or a damaged one ({err})") from None
         except BaseException:
             db.close()
             raise
@@ -185,15 +186,15 @@ class Gallery:
         meta = self._meta()
         missing = [k for k in _REQUIRED_META if k not in meta]
         if missing:
-            raise ValueError(f"{self.path}: not a complete gaitrec gallery (meta lacks {', '.join(missing)})")
+            raise DataError(f"{self.path}: not a complete gaitrec gallery (meta lacks {', '.join(missing)})")
         try:
             config = json.loads(meta["model_config"])
             shape = tuple(int(x) for x in json.loads(meta["embedding_shape"]))
             frame_size = tuple(int(x) for x in json.loads(meta["frame_size"]))
         except (ValueError, TypeError) as err:
-            raise ValueError(f"{self.path}: damaged gallery metadata ({err})") from None
+            raise DataError(f"{self.path}: damaged gallery metadata ({err})") from None
         if not isinstance(config, dict) or len(shape) != 2 or len(frame_size) != 2 or min(shape + frame_size) < 1:
-            raise ValueError(f"{self.path}: damaged gallery metadata (model config, embedding shape or frame size)")
+            raise DataError(f"{self.path}: damaged gallery metadata (model config, embedding shape or frame size)")
         return ModelRecord(meta["model_identity"], config, shape, frame_size, meta.get("checkpoint"))
 
     def check_model(self, identity: str) -> None:
@@ -227,11 +228,11 @@ class Gallery:
         out = []
         for name, source, track, frames, channels, parts, blob, created, row in rows:
             if (channels, parts) != (c, p) or not isinstance(blob, bytes) or len(blob) != c * p * 4:
-                raise ValueError(f"{self.path}: sequence {row} holds an embedding of the wrong size "
+                raise DataError(f"{self.path}: sequence {row} holds an embedding of the wrong size "
                                  f"(expected float32 [{c}, {p}])")
             embedding = np.frombuffer(blob, dtype="<f4").reshape(c, p).astype(np.float32)
             if not np.isfinite(embedding).all():
-                raise ValueError(f"{self.path}: sequence {row} holds a non-finite embedding")
+                raise DataError(f"{self.path}: sequence {row} holds a non-finite embedding")
             out.append({"name": name, "source": source, "track": track, "frames": frames, "created": created,
                         "embedding": embedding})
         return out
@@ -292,14 +293,14 @@ class Gallery:
 
     def _check_embeddings(self, sequences: list[EnrolledSequence]) -> None:
         if not sequences:
-            raise ValueError("nothing to enrol: no sequence given")
+            raise DataError("nothing to enrol: no sequence given")
         for seq in sequences:
             e = seq.embedding
             if not isinstance(e, np.ndarray) or e.dtype != np.float32 or tuple(e.shape) != self.model.embedding_shape:
-                raise ValueError(f"{seq.source}: embedding must be float32 {list(self.model.embedding_shape)}, got "
+                raise DataError(f"{seq.source}: embedding must be float32 {list(self.model.embedding_shape)}, got "
                                  f"{getattr(e, 'dtype', type(e).__name__)} {list(getattr(e, 'shape', []))}")
             if not np.isfinite(e).all():
-                raise ValueError(f"{seq.source}: non-finite embedding")
+                raise DataError(f"{seq.source}: non-finite embedding")
 
     def remove(self, name: str) -> int:
         """Remove a person and all their sequences; returns how many sequences went."""
@@ -307,7 +308,7 @@ class Gallery:
             row = self.db.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
             if row is None:
                 known = [r[0] for r in self.db.execute("SELECT name FROM people ORDER BY name LIMIT 10")]
-                raise ValueError(f"{self.path}: no person named {name!r}"
+                raise DataError(f"{self.path}: no person named {name!r}"
                                  + (f" (enrolled: {', '.join(known)})" if known else " (the gallery is empty)"))
             count = self.db.execute("DELETE FROM sequences WHERE person_id = ?", (row[0],)).rowcount
             self.db.execute("DELETE FROM people WHERE id = ?", (row[0],))
@@ -357,7 +358,7 @@ class Gallery:
         Returns the number of sequences written."""
         out = Path(out)
         if out.suffix.lower() not in EXPORT_FORMATS:
-            raise ValueError(f"{out}: export format is chosen by the suffix, one of {', '.join(EXPORT_FORMATS)}")
+            raise DataError(f"{out}: export format is chosen by the suffix, one of {', '.join(EXPORT_FORMATS)}")
         if out.exists() and not overwrite:
             raise FileExistsError(f"{out} already exists; choose another name or pass --overwrite")
         with self.snapshot():
@@ -423,22 +424,22 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
     application_id = db.execute("PRAGMA application_id").fetchone()[0]
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if application_id != APPLICATION_ID:
-        raise ValueError(f"{path}: not a gaitrec gallery (an SQLite database of another application)")
+        raise DataError(f"{path}: not a gaitrec gallery (an SQLite database of another application)")
     if version > SCHEMA_VERSION:
-        raise ValueError(f"{path}: gallery schema version {version} is newer than this gaitrec reads "
+        raise DataError(f"{path}: gallery schema version {version} is newer than this gaitrec reads "
                          f"({SCHEMA_VERSION}); upgrade gaitrec")
     if version < 1:
-        raise ValueError(f"{path}: not a gaitrec gallery (no schema version)")
+        raise DataError(f"{path}: not a gaitrec gallery (no schema version)")
     objects = db.execute("SELECT type, name FROM sqlite_master").fetchall()
     unexpected = [f"{kind} {name}" for kind, name in objects if kind not in ("table", "index")]
     tables = {name for kind, name in objects if kind == "table"}
     if unexpected or tables != set(_COLUMNS):
-        raise ValueError(f"{path}: not a gaitrec gallery (unexpected schema: "
+        raise DataError(f"{path}: not a gaitrec gallery (unexpected schema: "
                          f"{', '.join(unexpected) or 'tables ' + ', '.join(sorted(tables))})")
     for table, columns in _COLUMNS.items():
         found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
         if found != columns:
-            raise ValueError(f"{path}: not a gaitrec gallery (table {table} has columns {', '.join(found)})")
+            raise DataError(f"{path}: not a gaitrec gallery (table {table} has columns {', '.join(found)})")
 
 
 def _nearest_row(queries: np.ndarray, targets: np.ndarray, metric: str) -> tuple[float, int]:
@@ -503,7 +504,7 @@ def enroll(path: str | Path, name: str, sequences: list[EnrolledSequence], model
     with Gallery.open(path, timeout) as gallery:
         gallery.check_model(model.identity)
         if tuple(model.frame_size) != gallery.model.frame_size:
-            raise ValueError(f"{path}: the gallery holds {gallery.model.frame_size[0]}x{gallery.model.frame_size[1]} "
+            raise DataError(f"{path}: the gallery holds {gallery.model.frame_size[0]}x{gallery.model.frame_size[1]} "
                              f"sequences, not {model.frame_size[0]}x{model.frame_size[1]}")
         return gallery.add(name, sequences)
 
@@ -533,16 +534,16 @@ def identify(gallery: Gallery, embeddings: np.ndarray, top_k: int = 5, threshold
     exceeds ``threshold``. ``threshold`` None uses ``default_threshold(gallery)`` (no threshold at all when
     fewer than two people are enrolled)."""
     if top_k < 1:
-        raise ValueError(f"top-k must be at least 1, got {top_k}")
+        raise DataError(f"top-k must be at least 1, got {top_k}")
     with gallery.snapshot():
         names, gallery_embeddings = gallery.embeddings()
         if threshold is None:
             threshold = default_threshold(gallery)
     if not names:
-        raise ValueError(f"{gallery.path}: the gallery is empty; enrol someone first")
+        raise DataError(f"{gallery.path}: the gallery is empty; enrol someone first")
     queries = np.asarray(embeddings, dtype=np.float32)
     if queries.ndim != 3 or tuple(queries.shape[1:]) != gallery.model.embedding_shape:
-        raise ValueError(f"query embeddings must be [Q, {', '.join(map(str, gallery.model.embedding_shape))}], got "
+        raise DataError(f"query embeddings must be [Q, {', '.join(map(str, gallery.model.embedding_shape))}], got "
                          f"{list(queries.shape)}")
     people = sorted(set(names))
     column = {name: i for i, name in enumerate(people)}

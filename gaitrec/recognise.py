@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
 from .embed import Embedder
 from .gallery import EnrolledSequence, Gallery, Identification, ModelRecord, check_name, enroll, identify
 from .sources import SourceSequence, one_person_per_video, sequences_from_source
@@ -16,7 +17,7 @@ def match_frame_size(embedder: Embedder, frame_size, where: str) -> None:
     """Sequences of one gallery share one frame size: the embedder refuses any other."""
     frame_size = tuple(frame_size)
     if embedder.frame_size is not None and embedder.frame_size != frame_size:
-        raise ValueError(f"{where} holds {frame_size[0]}x{frame_size[1]} sequences but the model takes "
+        raise DataError(f"{where} holds {frame_size[0]}x{frame_size[1]} sequences but the model takes "
                          f"{embedder.frame_size[0]}x{embedder.frame_size[1]}")
     embedder.frame_size = frame_size
 
@@ -59,7 +60,7 @@ def gallery_threshold(gallery: Gallery, threshold: float | None) -> tuple[float 
     closest enrolled people (none, with a warning, when only one person is enrolled)."""
     if threshold is not None:
         if not (threshold >= 0 and threshold != float("inf")):
-            raise ValueError(f"--threshold must be a finite distance >= 0, got {threshold}")
+            raise DataError(f"--threshold must be a finite distance >= 0, got {threshold}")
         return threshold, "--threshold"
     pair = gallery.nearest_pair()
     if pair is None:
@@ -72,7 +73,7 @@ def gallery_threshold(gallery: Gallery, threshold: float | None) -> tuple[float 
 def prepare_gallery(gallery: Gallery, embedder: Embedder) -> None:
     """Refuse an empty gallery, or one made with another model; fix the embedder's frame size to it."""
     if not gallery.people():
-        raise ValueError(f"{gallery.path}: the gallery is empty; enrol someone first")
+        raise DataError(f"{gallery.path}: the gallery is empty; enrol someone first")
     gallery.check_model(embedder.identity)
     match_frame_size(embedder, gallery.model.frame_size, str(gallery.path))
 

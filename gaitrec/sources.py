@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError
 from .data.dataset import check_sequence
 from .data.pickle_io import load_array
 
@@ -54,17 +55,17 @@ def sequences_from_source(source: str | Path, progress: bool = False) -> list[So
 
         tracks = extract_tracks(str(path), progress=progress)
         if not tracks:
-            raise ValueError(f"{path}: no walking person was found in the video")
+            raise DataError(f"{path}: no walking person was found in the video")
         return [SourceSequence(str(path), int(t.id), check_sequence(np.asarray(t.silhouettes), f"{path} track {t.id}"))
                 for t in sorted(tracks, key=lambda t: t.id)]
     if path.is_file():
         if path.suffix.lower() != ".pkl":
-            raise ValueError(f"{path}: not a source gaitrec reads (expected a pretreated .pkl sequence, a folder "
+            raise DataError(f"{path}: not a source gaitrec reads (expected a pretreated .pkl sequence, a folder "
                              f"of them, or a video: {' '.join(VIDEO_SUFFIXES)}, or a folder of frame images)")
         return [SourceSequence(str(path), None, check_sequence(load_array(path), str(path)))]
     files = sorted(path.rglob("*.pkl"))
     if not files:
-        raise ValueError(f"{path}: folder holds no .pkl sequence and no frame images")
+        raise DataError(f"{path}: folder holds no .pkl sequence and no frame images")
     return [SourceSequence(str(f), None, check_sequence(load_array(f), str(f))) for f in files]
 
 
@@ -89,6 +90,6 @@ def one_person_per_video(sequences: list[SourceSequence], longest: bool = False)
             counts[seq.source] = counts.get(seq.source, 0) + 1
     for source, count in counts.items():
         if count > 1:
-            raise ValueError(f"{source}: {count} people were tracked but enrolment takes one; "
+            raise DataError(f"{source}: {count} people were tracked but enrolment takes one; "
                              "pass --longest to enrol the longest track")
     return sequences

@@ -8,6 +8,7 @@ cores actually free.
 from __future__ import annotations
 
 import os
+from .errors import ConfigError
 
 ENV_VAR = "GAITREC_THREADS"
 
@@ -26,7 +27,7 @@ def _positive_int(text: str, name: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise ValueError(f"{name}={text!r} must be a positive number of threads")
+        raise ConfigError(f"{name}={text!r} must be a positive number of threads")
     return value
 
 

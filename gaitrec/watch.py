@@ -16,6 +16,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from .errors import ConfigError
 from .embed import Embedder
 from .gallery import Gallery, identify
 from .video import ExtractOptions, draw_tracks, iter_tracking
@@ -52,7 +53,7 @@ def watch(source: str | Path, gallery: Gallery, embedder: Embedder, window: int 
 
     ``annotate`` writes the video with each person's box and current name (a file or folder source)."""
     if window < 1 or step < 1:
-        raise ValueError(f"--window and --step must be at least 1, got {window} and {step}")
+        raise ConfigError(f"--window and --step must be at least 1, got {window} and {step}")
     options = replace(options or ExtractOptions(),
                       # a track is named from its first full window on, and keeps only its latest window
                       # (memory stays bounded on an endless stream)
@@ -61,7 +62,7 @@ def watch(source: str | Path, gallery: Gallery, embedder: Embedder, window: int 
     frames_source = open_source(source)
     if annotate is not None and frames_source.live:
         frames_source.close()
-        raise ValueError(f"{source}: --annotate needs a video file or a folder, not a live source")
+        raise ConfigError(f"{source}: --annotate needs a video file or a folder, not a live source")
     fps = frames_source.fps
     names: dict[int, TrackNames] = {}
     gathered: dict[int, int] = {}  # silhouettes each track has gathered (it keeps only the latest window)

@@ -27,6 +27,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from ..errors import ConfigError
 from .body import FPS, sample_walk
 from .dataset import make_subject
 from .render import Placement, camera_axes, render_walk
@@ -135,7 +136,7 @@ def _pass_frames(walker: Walker, size: tuple[int, int], speed: float) -> int:
     height, width = size
     lateral = abs(np.sin(np.radians(walker.view)))
     if lateral < 0.3:
-        raise ValueError(f"view {walker.view}: walkers must cross the street (|sin(view)| >= 0.3)")
+        raise ConfigError(f"view {walker.view}: walkers must cross the street (|sin(view)| >= 0.3)")
     metres = (width + 0.6 * FOCAL * width * 1.9 / walker.depth) * walker.depth / (FOCAL * width)
     return int(np.ceil(metres / (lateral * speed) * FPS)) + 2
 
@@ -211,7 +212,7 @@ def render_street(walkers: list[Walker], frames: int, size: tuple[int, int] = (2
     ``seed`` and the walkers.
     """
     if frames < 1:
-        raise ValueError(f"frames must be positive, got {frames}")
+        raise ConfigError(f"frames must be positive, got {frames}")
     height, width = size
     rng = np.random.default_rng([seed, 4])
     background = street_background(size, rng, structure)

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import ConfigError
 from ..data.pickle_io import atomic_write_bytes, save_array
 from ..data.pretreat import align_frame
 from .segment import Detection, Segmenter
@@ -49,18 +50,18 @@ class ExtractOptions:
 
     def __post_init__(self):
         if self.subtractor not in ("mog2", "knn"):
-            raise ValueError(f"subtractor must be mog2 or knn, not {self.subtractor!r}")
+            raise ConfigError(f"subtractor must be mog2 or knn, not {self.subtractor!r}")
         for name in ("history", "warmup", "process_width", "min_height", "min_track_frames", "img_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("var_threshold", "max_aspect", "split_aspect"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("min_area", "max_gap", "max_occluded", "max_silhouettes"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if 0 < self.max_silhouettes < self.min_track_frames:
-            raise ValueError(f"max_silhouettes ({self.max_silhouettes}) below min_track_frames "
+            raise ConfigError(f"max_silhouettes ({self.max_silhouettes}) below min_track_frames "
                              f"({self.min_track_frames}) would reject every track")
 
 
@@ -214,7 +215,7 @@ def extract_video(source: str | Path, output: str | Path, options: ExtractOption
     frame_source = open_source(source)
     if annotate is not None and frame_source.live:
         frame_source.close()
-        raise ValueError(f"{source}: --annotate needs a video file or a folder, not a live source")
+        raise ConfigError(f"{source}: --annotate needs a video file or a folder, not a live source")
     _check_output(output, overwrite)
 
     start = time.perf_counter()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from ..errors import ConfigError
 
 SHADOW = 127  # the value MOG2/KNN give pixels they classify as shadow
 LIGHTING_CHANGE = 0.3  # fraction of changed pixels above which the light changed, not people came
@@ -78,7 +79,7 @@ class Segmenter:
                  max_aspect: float = 1.2, split_aspect: float = 0.8,
                  shadow_threshold: float = 0.5):
         if subtractor not in ("mog2", "knn"):
-            raise ValueError(f"unknown background subtractor {subtractor!r}: use mog2 or knn")
+            raise ConfigError(f"unknown background subtractor {subtractor!r}: use mog2 or knn")
         height, width = frame_size
         self.scale = scale
         self.size = (max(1, round(width * scale)), max(1, round(height * scale)))  # (w, h) for cv2.resize

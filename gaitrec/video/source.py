@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
+from ..errors import DataError
 
 # FFmpeg's own log lines ("moov atom not found") would come on top of our one-line error; read by
 # OpenCV when its FFmpeg backend first starts, and the user's own setting wins.
@@ -43,16 +44,16 @@ class FrameSource:
             for path in self._paths:
                 image = cv2.imread(str(path), cv2.IMREAD_COLOR)
                 if image is None:
-                    raise ValueError(f"{path}: unreadable image")
+                    raise DataError(f"{path}: unreadable image")
                 if image.shape[:2] != self.size:
-                    raise ValueError(f"{path}: size {image.shape[1]}x{image.shape[0]} differs from the first "
+                    raise DataError(f"{path}: size {image.shape[1]}x{image.shape[0]} differs from the first "
                                      f"frame's {self.size[1]}x{self.size[0]}")
                 yield image
             return
         capture, first = self._capture, self._first
         self._capture = self._first = None
         if capture is None:
-            raise ValueError(f"{self.name}: a video source can be read once; open it again")
+            raise DataError(f"{self.name}: a video source can be read once; open it again")
         try:
             yield first
             while True:
@@ -78,14 +79,14 @@ def open_source(source: str | Path, fps: float | None = None) -> FrameSource:
         return _from_capture(text, _quiet_capture(int(text) if text.isdigit() else text), fps, live=True)
     path = Path(text)
     if not path.exists():
-        raise ValueError(f"{path}: no such file or folder")
+        raise DataError(f"{path}: no such file or folder")
     if path.is_dir():
         paths = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
-            raise ValueError(f"{path}: folder holds no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise DataError(f"{path}: folder holds no frame images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         first = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)
         if first is None:
-            raise ValueError(f"{paths[0]}: unreadable image")
+            raise DataError(f"{paths[0]}: unreadable image")
         return FrameSource(str(path), fps or FOLDER_FPS, len(paths), first.shape[:2], False, _paths=paths)
     return _from_capture(str(path), _quiet_capture(str(path)), fps, live=False)
 
@@ -103,11 +104,11 @@ def _quiet_capture(target: str | int) -> cv2.VideoCapture:
 def _from_capture(name: str, capture: cv2.VideoCapture, fps: float | None, live: bool) -> FrameSource:
     if not capture.isOpened():
         capture.release()
-        raise ValueError(f"{name}: cannot open as a video (not a video file, unsupported format or no camera)")
+        raise DataError(f"{name}: cannot open as a video (not a video file, unsupported format or no camera)")
     ok, first = capture.read()
     if not ok or first is None:
         capture.release()
-        raise ValueError(f"{name}: video has no readable frame")
+        raise DataError(f"{name}: video has no readable frame")
     if first.ndim == 2:
         first = cv2.cvtColor(first, cv2.COLOR_GRAY2BGR)
     rate = fps or capture.get(cv2.CAP_PROP_FPS)
@@ -136,7 +137,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = FOL
             writer.write(np.ascontiguousarray(frame))
             count += 1
         if writer is None:
-            raise ValueError(f"{path}: no frames to write")
+            raise DataError(f"{path}: no frames to write")
         writer.release()
         tmp.replace(path)
     except BaseException:
