@@ -486,7 +486,8 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         raise ConfigError(f"{source}: loss_cfg must be a mapping or a list of mappings, got {cfg['loss_cfg']!r}"[:300])
     for key in ("total_iter", "save_iter", "log_iter"):
         if cfg["trainer_cfg"][key] <= 0:
-            raise ConfigError(f"{source}: trainer_cfg.{key} must be positive, got {cfg['trainer_cfg'][key]!r}")
+            raise ConfigError(f"{source}: trainer_cfg.{key} must be a positive number of iterations, "
+                              f"got {cfg['trainer_cfg'][key]!r}")
     for section in ("trainer_cfg", "evaluator_cfg"):
         hint = cfg[section]["restore_hint"]
         if isinstance(hint, int) and hint < 0:
@@ -500,10 +501,6 @@ def validate(cfg: dict, source: str = "<config>") -> None:
     _check_sampler(cfg["evaluator_cfg"]["sampler"], "evaluator_cfg.sampler", source, training=False)
     _check_transforms(cfg["trainer_cfg"]["transform"], "trainer_cfg.transform", source)
     _check_transforms(cfg["evaluator_cfg"]["transform"], "evaluator_cfg.transform", source)
-    for key in ("total_iter", "save_iter", "log_iter"):
-        if cfg["trainer_cfg"][key] <= 0:
-            raise ConfigError(f"{source}: trainer_cfg.{key} must be a positive number of iterations, "
-                              f"got {cfg['trainer_cfg'][key]}")
     if cfg["trainer_cfg"].get("amp_dtype") not in (None, "float16", "bfloat16"):
         raise ConfigError(f"{source}: trainer_cfg.amp_dtype must be float16 or bfloat16, "
                           f"got {cfg['trainer_cfg']['amp_dtype']!r}")

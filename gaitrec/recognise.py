@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .embed import Embedder
 from .gallery import EnrolledSequence, Gallery, Identification, ModelRecord, check_name, enroll, identify
 from .sources import SourceSequence, one_person_per_video, sequences_from_source
@@ -47,12 +47,18 @@ def enroll_sources(path: str | Path, name: str, sources: list[str | Path], embed
         match_frame_size(embedder, recorded.frame_size, str(path))
     check_sources_exist(sources)
     sequences = one_person_per_video(read_sources(sources, progress), longest=longest)
+    return len(sequences), enroll_sequences(path, name, sequences, embedder, progress)
+
+
+def enroll_sequences(path: str | Path, name: str, sequences: list[SourceSequence], embedder: Embedder,
+                     progress: bool = False) -> int:
+    """Embed ``sequences`` and enrol them under ``name``; returns the person's sequences in all."""
     match_frame_size(embedder, sequences[0].frames.shape[1:], sequences[0].label)
     embeddings = embedder.embed_batch([s.frames for s in sequences], [s.label for s in sequences], progress=progress)
     records = [EnrolledSequence(s.source, s.track, len(s.frames), e) for s, e in zip(sequences, embeddings)]
     model = ModelRecord(embedder.identity, embedder.model_config, tuple(embeddings.shape[1:]), embedder.frame_size,
                         str(embedder.checkpoint.resolve()))
-    return len(records), enroll(path, name, records, model)
+    return enroll(path, name, records, model)
 
 
 def gallery_threshold(gallery: Gallery, threshold: float | None) -> tuple[float | None, str | None]:
@@ -60,7 +66,7 @@ def gallery_threshold(gallery: Gallery, threshold: float | None) -> tuple[float 
     closest enrolled people (none, with a warning, when only one person is enrolled)."""
     if threshold is not None:
         if not (threshold >= 0 and threshold != float("inf")):
-            raise DataError(f"--threshold must be a finite distance >= 0, got {threshold}")
+            raise ConfigError(f"--threshold must be a finite distance >= 0, got {threshold}")
         return threshold, "--threshold"
     pair = gallery.nearest_pair()
     if pair is None:

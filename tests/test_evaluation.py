@@ -357,3 +357,19 @@ def test_heatmap_blanks_the_excluded_diagonal_and_names_model_checkpoint_and_met
     assert axes.images[0].get_array().mask.tolist() == np.eye(3, dtype=bool).tolist()
     assert len(axes.texts) == 6  # numbers on the six cross-view cells only
     assert "GaitSet-40000.pt" in axes.get_title() and "metric cos" in axes.get_title()
+
+
+def test_mean_silhouette_template_by_hand():
+    from gaitrec.evaluation.template import mean_silhouette, template_distances
+
+    frames = np.zeros((2, 64, 64), np.uint8)
+    frames[0, :, 10:20] = 255  # columns 10..19: 10 of them survive the cut to 44 columns only from 10 on
+    frames[1, :, 30:34] = 255
+    template = mean_silhouette(frames).reshape(64, 44)
+    assert template.shape == (64, 44)
+    assert np.allclose(template[:, 0:10], 0.5) and np.allclose(template[:, 20:24], 0.5)
+    assert template.sum() == pytest.approx(64 * 14 * 0.5)
+    other = np.zeros((1, 64, 64), np.uint8)
+    d = template_distances([frames, other], [other, frames])
+    assert d.shape == (2, 2) and d[0, 1] == pytest.approx(0, abs=1e-5) and d[1, 0] == pytest.approx(0, abs=1e-5)
+    assert d[0, 0] == pytest.approx(np.sqrt(64 * 14 * 0.25), rel=1e-5)

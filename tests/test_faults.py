@@ -78,7 +78,7 @@ def test_kill_9_then_resume_is_bit_identical_and_logs_each_iteration_once(tiny, 
     assert not list((run / "checkpoints").glob(".*.tmp"))
     rows = [json.loads(x)["iteration"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows == [1, 2, 3, 4, 5, 6]
-    assert (run / "train.log").read_text().count("iteration 5:") == 1
+    assert (run / "train.log").read_text().count("iteration 5/") == 1
     assert _scalar_steps(run, "train/loss") == [1, 2, 3, 4, 5, 6]
 
 

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 def tiny(tmp_path_factory):
     """A slim Baseline trained for 60 iterations on 6 SynthGait walkers (4 walks each, 32x32, one view):
     enough that other walks of the same walker land nearest to their own enrolment."""
-    from gaitrec.engine.checkpoint import checkpoint_path
+    from gaitrec.engine.checkpoint import checkpoint_path, save_checkpoint
     from gaitrec.engine.trainer import train
     from gaitrec.synth import generate_dataset
 
@@ -74,7 +74,7 @@ def tiny(tmp_path_factory):
     state["model"][name] = state["model"][name].clone()
     state["model"][name].view(-1)[0] += 0.5
     other = root / "other.pt"
-    torch.save(state, other)
+    save_checkpoint(other, state)  # a new checksum: the change is a different model, not a corruption
     return types.SimpleNamespace(root=root, data=data, config=config, checkpoint=checkpoint, other=other, cfg=loaded)
 
 
