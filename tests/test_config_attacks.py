@@ -17,7 +17,7 @@ ATTACKS = {
     "a.b.c=1": "override 'a.b.c=1': unknown section 'a'",
     "loss_cfg=5": "loss_cfg must be a mapping or a list",
     "trainer_cfg.sampler.batch_size=[2, true]": "batch_size must be [subjects, sequences per subject]",
-    "trainer_cfg.save_iter=0": "trainer_cfg.save_iter must be positive",
+    "trainer_cfg.save_iter=0": "trainer_cfg.save_iter must be a positive number of iterations",
     "optimizer_cfg.lr=abc": "optimizer_cfg.lr must be int or float, got 'abc'",
     "scheduler_cfg.milestones=abc": "scheduler_cfg.milestones must be list of int",
     "model_cfg.SeparateFCs.in_channels=0": "model_cfg.SeparateFCs.in_channels must be positive",

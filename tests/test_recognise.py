@@ -145,3 +145,19 @@ def test_watch_refuses_bad_input(clips, gallery, tmp_path, capsys):
     ]:
         code, _, err = run(capsys, *args)
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_the_demo_video_part_names_people_it_never_saw(tmp_path, capsys):
+    from gaitrec.demo import VIDEO_PEOPLE, run_video_demo
+
+    summary = run_video_demo(tmp_path / "video", progress=False)
+    out = capsys.readouterr().out
+    assert summary["tracks"] == len(VIDEO_PEOPLE) == len(summary["rows"])
+    assert sorted(r["truly"] for r in summary["rows"]) == sorted(VIDEO_PEOPLE)  # one pure track per person
+    assert summary["rank1"] >= 3  # chance: 1 of 6
+    assert summary["named_wrong"] <= 1  # the calibrated threshold prefers "unknown" to a wrong name
+    assert json.loads((tmp_path / "video" / "results.json").read_text())["rank1"] == summary["rank1"]
+    capture = cv2.VideoCapture(str(tmp_path / "video" / "street-named.avi"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 220
+    capture.release()
+    assert "mean-silhouette template" in out and "nearest name right for" in out
