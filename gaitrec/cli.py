@@ -312,6 +312,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     add_device_arg(p)
 
 
+def add_threshold_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", type=float, default=None,
+                   help="largest distance accepted as a match (default: calibrated from the gallery)")
+
+
 def check_model_args(args) -> None:
     if bool(args.config) != bool(args.checkpoint):
         raise ConfigError("--config and --checkpoint go together: give both, or neither for the default model")
@@ -625,8 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gallery", metavar="GALLERY", help="gallery file (SQLite)")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="sequences to identify")
     p.add_argument("--top-k", type=int, default=5, help="names listed per query (default: 5)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="largest distance accepted as a match (default: calibrated from the gallery)")
+    add_threshold_arg(p)
     p.add_argument("--json", action="store_true",
                    help='print {"model", "threshold", "queries": [{"source", "track", "matches": [{"name", '
                    '"distance"}], "decision"}]}')
@@ -643,8 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", required=True, help="gallery file (SQLite) made by gaitrec enroll")
     p.add_argument("--window", type=int, default=30, help="silhouettes per identification (default: 30)")
     p.add_argument("--step", type=int, default=10, help="new silhouettes between identifications (default: 10)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="largest distance accepted as a match (default: calibrated from the gallery)")
+    add_threshold_arg(p)
     p.add_argument("--annotate", help="write the video with boxes and names (.mp4 or .avi; default: none)")
     p.add_argument("--json", action="store_true",
                    help='print {"model", "source", "fps", "frames", "seconds", "tracks": [{"track", "first_frame", '
