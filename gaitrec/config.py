@@ -58,12 +58,6 @@ class SamplerConfig:
 
     IGNORED: ClassVar[tuple[str, ...]] = ("points_in_use",)
 
-    @classmethod
-    def read(cls, sampler_cfg: dict) -> "SamplerConfig":
-        """The typed view of a sampler mapping already validated at load time (absent keys take the defaults)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in sampler_cfg.items() if k in names})
-
 
 def _sampler_defaults(*keys: str, **changes) -> dict:
     """The keys a section's default sampler mapping spells out, valued from ``SamplerConfig``. The mapping (not
@@ -197,6 +191,13 @@ def section_from_dict(cls, values: dict, where: str, source: str):
         _check_type(value, expected[key], f"{where}.{key}", source)
         given[key] = copy.deepcopy(value)
     return cls(**given)
+
+
+def read_section(cls, values: dict):
+    """The typed view of a section mapping that ``validate`` already checked (or a partial one built in code):
+    absent keys take the field defaults, keys gaitrec ignores are skipped."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{key: value for key, value in values.items() if key in names})
 
 
 def class_section_from_dict(cls, values: dict):
@@ -567,11 +568,11 @@ def _check_sampler(sampler: dict, where: str, source: str, training: bool) -> di
     """The sampler mapping checked (keys and types through ``SamplerConfig``, then ranges), without its
     ignored keys."""
     kept = {k: v for k, v in sampler.items() if k not in SamplerConfig.IGNORED}
-    section_from_dict(SamplerConfig, sampler, where, source)
+    settings = section_from_dict(SamplerConfig, sampler, where, source)
     # Training draws P x K batches, testing walks every sequence once: each stage has one sampler.
     expected = "TripletSampler" if training else "InferenceSampler"
     if SAMPLERS.get(sampler.get("type", "")) is not SAMPLERS.get(expected):
-        raise ConfigError(f"{source}: {where}.type must be {expected}, got {sampler['type']!r}")
+        raise ConfigError(f"{source}: {where}.type must be {expected}, got {sampler.get('type')!r}")
     sample_type = sampler.get("sample_type")
     if sample_type not in SAMPLE_TYPES:
         hint = closest(str(sample_type), SAMPLE_TYPES)
@@ -586,7 +587,7 @@ def _check_sampler(sampler: dict, where: str, source: str, training: bool) -> di
     for key in ("frames_num_fixed", "frames_num_min", "frames_num_max", "frames_skip_num"):
         if key in sampler and sampler[key] < (0 if key == "frames_skip_num" else 1):
             raise ConfigError(f"{source}: {where}.{key} must be positive, got {sampler[key]!r}")
-    if sample_type.startswith("unfixed") and sampler.get("frames_num_min", 0) > sampler.get("frames_num_max", 0):
+    if sample_type.startswith("unfixed") and settings.frames_num_min > settings.frames_num_max:
         raise ConfigError(f"{source}: {where}.frames_num_min is larger than frames_num_max")
     return kept
 

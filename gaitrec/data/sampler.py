@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..config import SamplerConfig
+from ..config import SamplerConfig, read_section
 from ..registry import SAMPLERS, ConfigError
 from .dataset import GaitDataset
 from .transforms import build_transform
@@ -103,7 +103,7 @@ class SequenceCollator:
     """
 
     def __init__(self, sampler_cfg: dict, transform_cfg, seed: int = 0):
-        settings = SamplerConfig.read(sampler_cfg)  # the keys a config leaves out take the dataclass defaults
+        settings = read_section(SamplerConfig, sampler_cfg)  # absent keys: the dataclass defaults
         mode, order = settings.sample_type.split("_")
         self.mode, self.ordered = mode, order == "ordered"
         self.frames_num_fixed = settings.frames_num_fixed
