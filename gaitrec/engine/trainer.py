@@ -281,12 +281,13 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     model = create_model(cfg["model_cfg"])
     check_class_num(model, len(train_set.subjects))
     place_model(model, ctx.device, trainer["channels_last"])
+    losses = build_losses(loss_entries(cfg))
     optimizer = build_optimizer(model, cfg["optimizer_cfg"])
+    scheduler = build_scheduler(optimizer, cfg["scheduler_cfg"])
     use_amp, amp_dtype = amp_settings(trainer["enable_float16"], ctx.device, trainer["amp_dtype"])
-    run = TrainingRun(cfg, ctx, run_dir, train_set, test_set, model, losses=build_losses(loss_entries(cfg)),
-                      optimizer=optimizer, scheduler=build_scheduler(optimizer, cfg["scheduler_cfg"]),
-                      scaler=torch.amp.GradScaler(ctx.device.type) if use_amp and amp_dtype == torch.float16 else None,
-                      use_amp=use_amp, amp_dtype=amp_dtype)
+    scaler = torch.amp.GradScaler(ctx.device.type) if use_amp and amp_dtype == torch.float16 else None
+    run = TrainingRun(cfg, ctx, run_dir, train_set, test_set, model, losses, optimizer, scheduler, scaler, use_amp,
+                      amp_dtype)
     TripletSampler(train_set.labels, trainer["sampler"]["batch_size"])  # refuses a batch larger than the subjects
 
     lock = lock_run_dir(run_dir) if ctx.rank == 0 else None  # creates the run directory: nothing was refused
@@ -328,7 +329,7 @@ def _train_loop(run: TrainingRun, progress: bool, test_at_end: bool) -> dict:
     loader = torch.utils.data.DataLoader(SequenceReader(run.train_set), batch_sampler=sampler, collate_fn=collator,
                                          num_workers=workers, persistent_workers=workers > 0,
                                          pin_memory=ctx.device.type == "cuda")
-    monitor = Monitor(run.run_dir, ctx, trainer, progress, run.start)
+    monitor = Monitor(run, progress)
     gather = dist_utils.all_gather_with_grad if ctx.distributed else None
 
     total_iter = trainer["total_iter"]
@@ -399,18 +400,19 @@ def format_duration(seconds: float) -> str:
 class Monitor:
     """Where a run reports: progress bar, log file, ``metrics.jsonl``, TensorBoard, best checkpoint (rank 0)."""
 
-    def __init__(self, run_dir: Path, ctx, trainer_cfg: dict, progress: bool, start: int):
-        self.run_dir, self.ctx, self.cfg, self.start = run_dir, ctx, trainer_cfg, start
-        self.main = ctx.rank == 0
-        self.writer = dist_utils.summary_writer(run_dir, ctx, purge_step=start + 1 if start else None)
+    def __init__(self, run: TrainingRun, progress: bool):
+        self.run_dir, self.ctx, self.cfg, self.start = run.run_dir, run.ctx, run.trainer_cfg, run.start
+        self.main = run.ctx.rank == 0
+        self.writer = dist_utils.summary_writer(self.run_dir, run.ctx,
+                                                purge_step=self.start + 1 if self.start else None)
         # A bar only on a terminal: in a log file tqdm's redraws become hundreds of lines; there the log line
         # every log_iter iterations (with its ETA) is the progress report.
-        self.bar = tqdm(total=trainer_cfg["total_iter"], initial=start, desc="train",
+        self.bar = tqdm(total=self.cfg["total_iter"], initial=self.start, desc="train",
                         disable=not (progress and self.main and interactive()), dynamic_ncols=True)
         self.interval_seconds: list[float] = []  # iteration times since the last log line
         self.history: list[dict] = []
         self.best: float | None = None
-        self.metrics = open(run_dir / "metrics.jsonl", "a") if self.main else None
+        self.metrics = open(self.run_dir / "metrics.jsonl", "a") if self.main else None
 
     def log(self, iteration: int, logged: dict, sils: torch.Tensor) -> None:
         self.history.append({"iteration": iteration, **logged})
