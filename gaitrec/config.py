@@ -31,12 +31,12 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 SECTIONS = ("data_cfg", "model_cfg", "loss_cfg", "optimizer_cfg", "scheduler_cfg", "trainer_cfg", "evaluator_cfg")
 
-INT, FLOAT, BOOL, STR, LIST, DICT = int, (int, float), bool, str, list, dict
+INT, FLOAT, BOOL, STR, DICT = int, (int, float), bool, str, dict
 OPTIONAL_STR = (str, type(None))
 
 SAMPLE_TYPES = ("fixed_ordered", "fixed_unordered", "unfixed_ordered", "unfixed_unordered", "all_ordered",
                 "all_unordered")
-# --- Typed sections -------------------------------------------------------------------------------------------
+
 # The fixed sections are dataclasses whose field names are OpenGait's keys: each default lives here and
 # nowhere else (configs/default.yaml mirrors them and a test keeps it so). Keys listed in ``IGNORED`` exist in
 # OpenGait configs for modalities or features gaitrec does not have; they load with a warning and are dropped.
