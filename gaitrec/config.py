@@ -410,12 +410,17 @@ def config_from_dict(cfg: dict, overrides: Iterable[str] = (), source: str = "<c
     testing the run finds its last checkpoint.
     """
     overrides = list(overrides)
-    planned = cfg.get("trainer_cfg", {}).get("total_iter")
+
+    def section(config: dict, name: str) -> dict:  # before validation a section may be anything
+        value = config.get(name)
+        return value if isinstance(value, dict) else {}
+
+    planned = section(cfg, "trainer_cfg").get("total_iter")
     cfg = apply_overrides(cfg, overrides)
-    trainer, evaluator = cfg.get("trainer_cfg", {}), cfg.get("evaluator_cfg", {})
+    trainer, evaluator = section(cfg, "trainer_cfg"), section(cfg, "evaluator_cfg")
     hint_set = any(item.split("=", 1)[0].strip() == "evaluator_cfg.restore_hint" for item in overrides)
-    if (not hint_set and trainer.get("total_iter") != planned and isinstance(evaluator, dict)
-            and evaluator.get("restore_hint") == planned and isinstance(planned, int) and planned > 0):
+    if (not hint_set and "total_iter" in trainer and trainer["total_iter"] != planned and "restore_hint" in evaluator
+            and evaluator["restore_hint"] == planned and isinstance(planned, int) and planned > 0):
         evaluator["restore_hint"] = trainer["total_iter"]
     if validate_config:
         cfg = validate(cfg, source=source)

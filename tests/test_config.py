@@ -264,3 +264,9 @@ def test_the_collator_takes_its_frame_defaults_from_the_sampler_dataclass():
             collator.frames_all_limit) == (defaults.frames_num_fixed, defaults.frames_num_min,
                                            defaults.frames_num_max, defaults.frames_skip_num,
                                            defaults.frames_all_limit)
+
+
+def test_a_section_overridden_by_a_scalar_is_refused_even_where_the_hint_follows_the_schedule(tmp_path):
+    path = write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  total_iter: 400\nevaluator_cfg:\n  restore_hint: 400\n")
+    with pytest.raises(ConfigError, match="trainer_cfg must be a mapping"):
+        load_config(path, ["trainer_cfg=a string"])
