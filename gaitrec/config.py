@@ -377,7 +377,8 @@ def _step(node, key: str, where: str):
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = (), validate_config: bool = True) -> dict:
-    """Read a run config, merge it over the defaults, apply overrides and validate it.
+    """Read a run config, merge it over the defaults, apply overrides and validate it; the result is a new
+    plain dict holding every key of the typed sections.
 
     ``path`` may also name a shipped config (see ``find_config``)."""
     path = find_config(path)
