@@ -1,18 +1,25 @@
 """Run configuration: OpenGait's YAML schema, merged over defaults, overridden from the command line, validated.
 
-A config is a plain nested dict. ``load_config`` is the single way in: it merges the file over
-``configs/default.yaml`` (mappings key by key, everything else replaces), applies ``--set`` overrides and
-validates every section, so that a typo fails at start-up with the key, the file and the closest valid key
-instead of being ignored.
+A config is a plain nested dict (what a run stores in ``config.yaml`` and in each checkpoint). The fixed
+sections are described by dataclasses (``DataConfig``, ``TrainerConfig`` with its ``SamplerConfig``,
+``EvaluatorConfig``, ``OptimizerConfig``, ``SchedulerConfig``) whose fields are OpenGait's keys and hold the
+only copy of each default; ``configs/default.yaml`` shows them. ``load_config`` is the single way in: it
+merges the file over those defaults (mappings key by key, everything else replaces), applies ``--set``
+overrides and validates every section through the dataclasses, so that a typo fails at start-up with the key,
+the file and the closest valid key instead of being ignored. The config it returns holds every key of the
+typed sections, so code reads ``cfg["trainer_cfg"]["seed"]`` without a fallback of its own.
 """
 from __future__ import annotations
 
 import copy
 import inspect
 import re
+import types
+import typing
 import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import ClassVar, Iterable
 
 import torch
 import yaml
@@ -24,41 +31,199 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 SECTIONS = ("data_cfg", "model_cfg", "loss_cfg", "optimizer_cfg", "scheduler_cfg", "trainer_cfg", "evaluator_cfg")
 
-INT, FLOAT, BOOL, STR, LIST, DICT = int, (int, float), bool, str, list, dict
+INT, FLOAT, BOOL, STR, DICT = int, (int, float), bool, str, dict
 OPTIONAL_STR = (str, type(None))
-
-# Keys of the fixed sections and the types they accept. Keys marked IGNORED exist in OpenGait configs for
-# modalities or features gaitrec does not have; they are accepted so such configs load, and reported.
-IGNORED = "ignored"
-SCHEMA: dict[str, dict[str, Any]] = {
-    "data_cfg": {
-        "dataset_name": STR, "dataset_root": STR, "dataset_partition": OPTIONAL_STR, "num_workers": INT,
-        "remove_no_gallery": BOOL, "cache": BOOL, "test_dataset_name": STR, "data_in_use": (list, type(None)),
-        "skip_bad_sequences": BOOL, "frame_threshold": IGNORED, "self_supervised": IGNORED,
-        "train_data_preload": IGNORED,
-    },
-    "trainer_cfg": {
-        "enable_float16": BOOL, "with_test": BOOL, "fix_BN": BOOL, "log_iter": INT, "restore_ckpt_strict": BOOL,
-        "optimizer_reset": BOOL, "scheduler_reset": BOOL, "restore_hint": (int, str), "save_iter": INT,
-        "save_name": STR, "sync_BN": BOOL, "find_unused_parameters": BOOL, "total_iter": INT, "seed": INT,
-        "output_root": STR, "sampler": DICT, "transform": LIST, "amp_dtype": OPTIONAL_STR, "keep_checkpoints": INT,
-        "skip_nonfinite": BOOL, "best_metric": OPTIONAL_STR, "compile": BOOL, "channels_last": BOOL,
-        "enable_distributed": IGNORED, "fix_layers": IGNORED, "T_max_iter": IGNORED,
-    },
-    "evaluator_cfg": {
-        "enable_float16": BOOL, "restore_ckpt_strict": BOOL, "restore_hint": (int, str), "save_name": STR,
-        "eval_func": STR, "sampler": DICT, "transform": LIST, "metric": STR, "cross_view_gallery": BOOL,
-        "rerank": BOOL, "enable_distributed": IGNORED,
-    },
-}
 
 SAMPLE_TYPES = ("fixed_ordered", "fixed_unordered", "unfixed_ordered", "unfixed_unordered", "all_ordered",
                 "all_unordered")
-SAMPLER_SCHEMA = {
-    "type": STR, "batch_size": (int, list), "sample_type": STR, "frames_num_fixed": INT, "frames_num_min": INT,
-    "frames_num_max": INT, "frames_skip_num": INT, "frames_all_limit": INT, "batch_shuffle": BOOL,
-    "points_in_use": IGNORED,
-}
+
+# The fixed sections are dataclasses whose field names are OpenGait's keys: each default lives here and
+# nowhere else (configs/default.yaml mirrors them and a test keeps it so). Keys listed in ``IGNORED`` exist in
+# OpenGait configs for modalities or features gaitrec does not have; they load with a warning and are dropped.
+
+
+@dataclass
+class SamplerConfig:
+    """``trainer_cfg.sampler`` / ``evaluator_cfg.sampler``: how sequences are batched and frames chosen
+    (see ``SequenceCollator``). The defaults are the training sampler's; the evaluator's differs in three keys."""
+    type: str = "TripletSampler"
+    batch_size: int | list = field(default_factory=lambda: [8, 16])  # [subjects, sequences each] when training
+    sample_type: str = "fixed_unordered"
+    frames_num_fixed: int = 30
+    frames_num_min: int = 25
+    frames_num_max: int = 50
+    frames_skip_num: int = 0
+    frames_all_limit: int = -1  # -1: no limit
+    batch_shuffle: bool = False
+
+    IGNORED: ClassVar[tuple[str, ...]] = ("points_in_use",)
+
+
+def _sampler_defaults(*keys: str, **changes) -> dict:
+    """The keys a section's default sampler mapping spells out, valued from ``SamplerConfig``. The mapping (not
+    every field) is what a config carries, so that a sampler's stored form (and the model identity hashed from
+    the evaluator's) stays what it was."""
+    values = SamplerConfig(**changes)
+    return {key: copy.deepcopy(getattr(values, key)) for key in keys}
+
+
+@dataclass
+class DataConfig:
+    """``data_cfg``: where the sequences are and how they are read."""
+    dataset_name: str = "CASIA-B"
+    dataset_root: str = "your_path"
+    dataset_partition: str | None = None  # None: every subject on disk is used for both sets
+    num_workers: int = 1
+    remove_no_gallery: bool = False
+    cache: bool = False
+    test_dataset_name: str = "CASIA-B"
+    data_in_use: list | None = None
+    skip_bad_sequences: bool = False  # gaitrec: drop unreadable/empty sequences with a warning
+
+    IGNORED: ClassVar[tuple[str, ...]] = ("frame_threshold", "self_supervised", "train_data_preload")
+
+
+@dataclass
+class TrainerConfig:
+    """``trainer_cfg``: the schedule, precision, checkpoints and the training sampler and transform."""
+    enable_float16: bool = True
+    with_test: bool = False
+    fix_BN: bool = False
+    log_iter: int = 100
+    restore_ckpt_strict: bool = True
+    optimizer_reset: bool = False
+    scheduler_reset: bool = False
+    restore_hint: int | str = 0
+    save_iter: int = 2000
+    save_name: str = "tmp"
+    sync_BN: bool = False
+    find_unused_parameters: bool = False
+    total_iter: int = 80000
+    seed: int = 0  # gaitrec: seeds torch, numpy and the samplers
+    output_root: str = "output"  # gaitrec: runs go to <output_root>/<dataset>/<model>/<save_name>
+    sampler: dict = field(default_factory=lambda: _sampler_defaults(
+        "type", "batch_size", "sample_type", "frames_num_fixed", "frames_num_min", "frames_num_max",
+        "batch_shuffle"))
+    transform: list = field(default_factory=lambda: [{"type": "BaseSilCuttingTransform"}])
+    amp_dtype: str | None = None  # gaitrec: autocast dtype with enable_float16 (None: float16 on CUDA, off on CPU)
+    keep_checkpoints: int = 0  # gaitrec: keep the newest N checkpoints (0: all)
+    skip_nonfinite: bool = False  # gaitrec: skip a step whose loss is NaN/inf instead of stopping
+    best_metric: str | None = None  # gaitrec: with_test keeps <save_name>-best.pt by this result key
+    compile: bool = False  # gaitrec: torch.compile the model
+    channels_last: bool = False  # gaitrec: channels-last memory format for the model
+
+    IGNORED: ClassVar[tuple[str, ...]] = ("enable_distributed", "fix_layers", "T_max_iter")
+
+
+@dataclass
+class EvaluatorConfig:
+    """``evaluator_cfg``: the checkpoint to test, the test sampler and transform, the protocol and metric."""
+    enable_float16: bool = False
+    restore_ckpt_strict: bool = True
+    restore_hint: int | str = 0
+    save_name: str = "tmp"
+    eval_func: str = "evaluate_indoor_dataset"
+    sampler: dict = field(default_factory=lambda: _sampler_defaults(
+        "type", "batch_size", "sample_type", type="InferenceSampler", batch_size=4, sample_type="all_ordered"))
+    transform: list = field(default_factory=lambda: [{"type": "BaseSilCuttingTransform"}])
+    metric: str = "euc"
+    cross_view_gallery: bool = False
+    rerank: bool = False
+
+    IGNORED: ClassVar[tuple[str, ...]] = ("enable_distributed",)
+
+
+@dataclass
+class OptimizerConfig:
+    """``optimizer_cfg``: a ``torch.optim`` class by name and its keyword arguments (checked against it).
+    The default arguments belong to the default class: another ``solver`` starts from none."""
+    solver: str = "SGD"
+    arguments: dict = field(default_factory=lambda: {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005})
+
+    CLASS_KEY: ClassVar[str] = "solver"
+
+
+@dataclass
+class SchedulerConfig:
+    """``scheduler_cfg``: a ``torch.optim.lr_scheduler`` class by name and its keyword arguments; as with the
+    optimizer, the default arguments apply to the default class only."""
+    scheduler: str = "MultiStepLR"
+    arguments: dict = field(default_factory=lambda: {"gamma": 0.1, "milestones": [20000, 40000, 60000]})
+
+    CLASS_KEY: ClassVar[str] = "scheduler"
+
+
+TYPED_SECTIONS = {"data_cfg": DataConfig, "trainer_cfg": TrainerConfig, "evaluator_cfg": EvaluatorConfig}
+CLASS_SECTIONS = {"optimizer_cfg": OptimizerConfig, "scheduler_cfg": SchedulerConfig}
+# The dict sections are checked against constructor signatures; these are their defaults.
+DEFAULT_MODEL_CFG = {"model": "Baseline"}
+DEFAULT_LOSS_CFG = {"loss_term_weight": 1.0, "margin": 0.2, "type": "TripletLoss", "log_prefix": "triplet"}
+
+
+def _runtime_types(annotation) -> tuple:
+    """What ``isinstance`` accepts for a field's annotation: ``int | str`` -> (int, str); a float takes an int."""
+    if annotation is float:
+        return (int, float)
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return tuple(t for arg in typing.get_args(annotation) for t in _runtime_types(arg))
+    return (typing.get_origin(annotation) or annotation,)
+
+
+def _field_types(cls) -> dict[str, tuple]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _runtime_types(hints[f.name]) for f in fields(cls)}
+
+
+def section_from_dict(cls, values: dict, where: str, source: str):
+    """``values`` as a ``cls``: unknown keys fail with the closest key, values must have the field's type,
+    ``IGNORED`` keys warn and are dropped, absent keys take the field's default. ``values`` is not modified."""
+    expected = _field_types(cls)
+    known = list(expected) + list(cls.IGNORED)
+    given = {}
+    for key, value in values.items():
+        if key not in expected:
+            if key in cls.IGNORED:
+                warnings.warn(f"{source}: {where}.{key} is not used by gaitrec and is ignored", stacklevel=3)
+                continue
+            hint = closest(key, known)
+            raise ConfigError(f"{source}: unknown key {where}.{key}"
+                              + (f" (did you mean {where}.{hint}?)" if hint else ""))
+        _check_type(value, expected[key], f"{where}.{key}", source)
+        given[key] = copy.deepcopy(value)
+    return cls(**given)
+
+
+def read_section(cls, values: dict):
+    """The typed view of a section mapping that ``validate`` already checked (or a partial one built in code):
+    absent keys take the field defaults, keys gaitrec ignores are skipped."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{key: value for key, value in values.items() if key in names})
+
+
+def class_section_from_dict(cls, values: dict):
+    """An optimizer or scheduler section as a ``cls``: the class name and its arguments; the defaults'
+    arguments only when the class is the default one (SGD's momentum means nothing to Adam)."""
+    values = dict(values)
+    default = cls()
+    name = values.pop(cls.CLASS_KEY, getattr(default, cls.CLASS_KEY))
+    base = default.arguments if name == getattr(default, cls.CLASS_KEY) else {}
+    return cls(name, copy.deepcopy({**base, **values}))
+
+
+def class_section_to_dict(section) -> dict:
+    """The flat mapping OpenGait's configs use: ``{solver: SGD, lr: 0.1, ...}``."""
+    return {section.CLASS_KEY: getattr(section, section.CLASS_KEY), **copy.deepcopy(section.arguments)}
+
+
+def default_config() -> dict:
+    """Every section's defaults as a config mapping (what ``configs/default.yaml`` shows)."""
+    cfg = {name: asdict(cls()) for name, cls in TYPED_SECTIONS.items()}
+    cfg.update({name: class_section_to_dict(cls()) for name, cls in CLASS_SECTIONS.items()})
+    cfg["model_cfg"] = copy.deepcopy(DEFAULT_MODEL_CFG)
+    cfg["loss_cfg"] = copy.deepcopy(DEFAULT_LOSS_CFG)
+    return cfg
+
+
 LOSS_COMMON_KEYS = ("type", "log_prefix")
 
 
@@ -212,7 +377,8 @@ def _step(node, key: str, where: str):
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = (), validate_config: bool = True) -> dict:
-    """Read a run config, merge it over the defaults, apply overrides and validate it.
+    """Read a run config, merge it over the defaults, apply overrides and validate it; the result is a new
+    plain dict holding every key of the typed sections.
 
     ``path`` may also name a shipped config (see ``find_config``)."""
     path = find_config(path)
@@ -224,14 +390,13 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), validate_config
     for section, value in user.items():
         if section != "loss_cfg" and not isinstance(value, dict):
             raise ConfigError(f"{path}: {section} must be a mapping, got {value!r}"[:300])
-    defaults = read_yaml(DEFAULT_CONFIG)
+    defaults = default_config()
     if "loss_cfg" in user:
         # A loss's keys belong to its type: a user's loss list or mapping replaces the default TripletLoss whole.
         defaults.pop("loss_cfg")
-    for section, key in (("optimizer_cfg", "solver"), ("scheduler_cfg", "scheduler")):
-        # Likewise the default SGD's momentum means nothing to Adam: defaults apply to the same class only.
-        if user.get(section, {}).get(key, defaults[section][key]) != defaults[section][key]:
-            defaults[section] = {}
+    for section, cls in CLASS_SECTIONS.items():
+        # The default SGD's momentum means nothing to Adam: default arguments apply to the same class only.
+        defaults[section] = class_section_to_dict(class_section_from_dict(cls, user.get(section, {})))
     cfg = merge(defaults, user)
     return config_from_dict(cfg, overrides, source=str(path), validate_config=validate_config)
 
@@ -246,15 +411,20 @@ def config_from_dict(cfg: dict, overrides: Iterable[str] = (), source: str = "<c
     testing the run finds its last checkpoint.
     """
     overrides = list(overrides)
-    planned = cfg.get("trainer_cfg", {}).get("total_iter")
+
+    def section(config: dict, name: str) -> dict:  # before validation a section may be anything
+        value = config.get(name)
+        return value if isinstance(value, dict) else {}
+
+    planned = section(cfg, "trainer_cfg").get("total_iter")
     cfg = apply_overrides(cfg, overrides)
-    trainer, evaluator = cfg.get("trainer_cfg", {}), cfg.get("evaluator_cfg", {})
+    trainer, evaluator = section(cfg, "trainer_cfg"), section(cfg, "evaluator_cfg")
     hint_set = any(item.split("=", 1)[0].strip() == "evaluator_cfg.restore_hint" for item in overrides)
-    if (not hint_set and trainer.get("total_iter") != planned and isinstance(evaluator, dict)
-            and evaluator.get("restore_hint") == planned and isinstance(planned, int) and planned > 0):
+    if (not hint_set and "total_iter" in trainer and trainer["total_iter"] != planned and "restore_hint" in evaluator
+            and evaluator["restore_hint"] == planned and isinstance(planned, int) and planned > 0):
         evaluator["restore_hint"] = trainer["total_iter"]
     if validate_config:
-        validate(cfg, source=source)
+        cfg = validate(cfg, source=source)
     return cfg
 
 
@@ -275,18 +445,6 @@ def _check_type(value, expected, where: str, source: str):
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if not ok:
         raise ConfigError(f"{source}: {where} must be {_type_name(expected)}, got {value!r}")
-
-
-def _check_keys(section: dict, schema: dict, where: str, source: str):
-    for key, value in section.items():
-        if key not in schema:
-            hint = closest(key, schema)
-            raise ConfigError(f"{source}: unknown key {where}.{key}"
-                              + (f" (did you mean {where}.{hint}?)" if hint else ""))
-        if schema[key] == IGNORED:
-            warnings.warn(f"{source}: {where}.{key} is not used by gaitrec and is ignored", stacklevel=3)
-            continue
-        _check_type(value, schema[key], f"{where}.{key}", source)
 
 
 def check_kwargs(func, kwargs: dict, where: str, source: str, extra: Iterable[str] = (),
@@ -412,12 +570,15 @@ def _check_model(model_cfg: dict, source: str) -> None:
                           f"(more than {MAX_PARAMETERS:,}); check the channel and class counts")
 
 
-def _check_sampler(sampler: dict, where: str, source: str, training: bool):
-    _check_keys(sampler, SAMPLER_SCHEMA, where, source)
+def _check_sampler(sampler: dict, where: str, source: str, training: bool) -> dict:
+    """The sampler mapping checked (keys and types through ``SamplerConfig``, then ranges), without its
+    ignored keys."""
+    kept = {k: v for k, v in sampler.items() if k not in SamplerConfig.IGNORED}
+    settings = section_from_dict(SamplerConfig, sampler, where, source)
     # Training draws P x K batches, testing walks every sequence once: each stage has one sampler.
     expected = "TripletSampler" if training else "InferenceSampler"
     if SAMPLERS.get(sampler.get("type", "")) is not SAMPLERS.get(expected):
-        raise ConfigError(f"{source}: {where}.type must be {expected}, got {sampler['type']!r}")
+        raise ConfigError(f"{source}: {where}.type must be {expected}, got {sampler.get('type')!r}")
     sample_type = sampler.get("sample_type")
     if sample_type not in SAMPLE_TYPES:
         hint = closest(str(sample_type), SAMPLE_TYPES)
@@ -432,8 +593,9 @@ def _check_sampler(sampler: dict, where: str, source: str, training: bool):
     for key in ("frames_num_fixed", "frames_num_min", "frames_num_max", "frames_skip_num"):
         if key in sampler and sampler[key] < (0 if key == "frames_skip_num" else 1):
             raise ConfigError(f"{source}: {where}.{key} must be positive, got {sampler[key]!r}")
-    if sample_type.startswith("unfixed") and sampler.get("frames_num_min", 0) > sampler.get("frames_num_max", 0):
+    if sample_type.startswith("unfixed") and settings.frames_num_min > settings.frames_num_max:
         raise ConfigError(f"{source}: {where}.frames_num_min is larger than frames_num_max")
+    return kept
 
 
 def _check_transforms(transforms, where: str, source: str):
@@ -469,10 +631,12 @@ def torch_class(module, name: str, base: type, kind: str):
     return getattr(module, name)
 
 
-def validate(cfg: dict, source: str = "<config>") -> None:
-    """Raise ConfigError naming the key and ``source`` for the first problem found.
+def validate(cfg: dict, source: str = "<config>") -> dict:
+    """The config checked and completed: raise ConfigError naming the key and ``source`` for the first problem
+    found, else return a new config in which every typed section holds all its keys (absent ones take their
+    dataclass default) and keys OpenGait's configs carry but its code ignores are dropped with a warning.
 
-    Keys that OpenGait's configs carry and its code ignores are dropped from ``cfg`` with a warning.
+    ``cfg`` itself is never modified.
     """
     _import_registered()
     for section in SECTIONS:
@@ -480,40 +644,42 @@ def validate(cfg: dict, source: str = "<config>") -> None:
             raise ConfigError(f"{source}: missing section {section}")
         if section != "loss_cfg" and not isinstance(cfg[section], dict):
             raise ConfigError(f"{source}: {section} must be a mapping")
-    for section, schema in SCHEMA.items():
-        _check_keys(cfg[section], schema, section, source)
+    typed = {section: section_from_dict(cls, cfg[section], section, source) for section, cls in TYPED_SECTIONS.items()}
+    classes = {section: class_section_from_dict(cls, cfg[section]) for section, cls in CLASS_SECTIONS.items()}
+    cfg = {section: copy.deepcopy(cfg[section]) for section in SECTIONS}
+    cfg.update({section: asdict(value) for section, value in typed.items()})
+    cfg.update({section: class_section_to_dict(value) for section, value in classes.items()})
+    data, trainer, evaluator = typed["data_cfg"], typed["trainer_cfg"], typed["evaluator_cfg"]
     if not isinstance(cfg["loss_cfg"], (dict, list)):
         raise ConfigError(f"{source}: loss_cfg must be a mapping or a list of mappings, got {cfg['loss_cfg']!r}"[:300])
     for key in ("total_iter", "save_iter", "log_iter"):
-        if cfg["trainer_cfg"][key] <= 0:
+        if getattr(trainer, key) <= 0:
             raise ConfigError(f"{source}: trainer_cfg.{key} must be a positive number of iterations, "
-                              f"got {cfg['trainer_cfg'][key]!r}")
-    for section in ("trainer_cfg", "evaluator_cfg"):
-        hint = cfg[section]["restore_hint"]
+                              f"got {getattr(trainer, key)!r}")
+    for section, value in (("trainer_cfg", trainer), ("evaluator_cfg", evaluator)):
+        hint = value.restore_hint
         if isinstance(hint, int) and hint < 0:
             raise ConfigError(f"{source}: {section}.restore_hint must be an iteration >= 0 or a file, got {hint}")
-    for key in ("num_workers",):
-        if cfg["data_cfg"].get(key, 0) < 0:
-            raise ConfigError(f"{source}: data_cfg.{key} must be >= 0, got {cfg['data_cfg'][key]}")
-    if cfg["trainer_cfg"].get("keep_checkpoints", 0) < 0:
+    if data.num_workers < 0:
+        raise ConfigError(f"{source}: data_cfg.num_workers must be >= 0, got {data.num_workers}")
+    if trainer.keep_checkpoints < 0:
         raise ConfigError(f"{source}: trainer_cfg.keep_checkpoints must be >= 0")
-    _check_sampler(cfg["trainer_cfg"]["sampler"], "trainer_cfg.sampler", source, training=True)
-    _check_sampler(cfg["evaluator_cfg"]["sampler"], "evaluator_cfg.sampler", source, training=False)
+    cfg["trainer_cfg"]["sampler"] = _check_sampler(trainer.sampler, "trainer_cfg.sampler", source, training=True)
+    cfg["evaluator_cfg"]["sampler"] = _check_sampler(evaluator.sampler, "evaluator_cfg.sampler", source,
+                                                     training=False)
     _check_transforms(cfg["trainer_cfg"]["transform"], "trainer_cfg.transform", source)
     _check_transforms(cfg["evaluator_cfg"]["transform"], "evaluator_cfg.transform", source)
-    if cfg["trainer_cfg"].get("amp_dtype") not in (None, "float16", "bfloat16"):
-        raise ConfigError(f"{source}: trainer_cfg.amp_dtype must be float16 or bfloat16, "
-                          f"got {cfg['trainer_cfg']['amp_dtype']!r}")
-    if cfg["evaluator_cfg"]["metric"] not in ("euc", "cos"):
-        raise ConfigError(f"{source}: evaluator_cfg.metric must be 'euc' or 'cos', got {cfg['evaluator_cfg']['metric']!r}")
+    if trainer.amp_dtype not in (None, "float16", "bfloat16"):
+        raise ConfigError(f"{source}: trainer_cfg.amp_dtype must be float16 or bfloat16, got {trainer.amp_dtype!r}")
+    if evaluator.metric not in ("euc", "cos"):
+        raise ConfigError(f"{source}: evaluator_cfg.metric must be 'euc' or 'cos', got {evaluator.metric!r}")
 
     # The protocol is needed only at test time, hours into a run: check now that it exists.
     from .evaluation.protocols import protocol_for_eval_func
 
-    data = cfg["data_cfg"]
     try:
-        protocol_for_eval_func(cfg["evaluator_cfg"]["eval_func"], data.get("test_dataset_name") or data["dataset_name"],
-                               cfg["evaluator_cfg"].get("cross_view_gallery", False))
+        protocol_for_eval_func(evaluator.eval_func, data.test_dataset_name or data.dataset_name,
+                               evaluator.cross_view_gallery)
     except ValueError as err:
         raise ConfigError(f"{source}: evaluator_cfg.eval_func: {err} (set data_cfg.test_dataset_name to the "
                           "benchmark whose protocol applies)") from None
@@ -535,12 +701,12 @@ def validate(cfg: dict, source: str = "<config>") -> None:
             raise ConfigError(f"{source}: {where}.log_prefix must be a string, got {loss['log_prefix']!r}")
 
     opt = cfg["optimizer_cfg"]
-    solver = torch_class(torch.optim, opt.get("solver"), torch.optim.Optimizer, "optimizer_cfg.solver")
+    solver = torch_class(torch.optim, opt["solver"], torch.optim.Optimizer, "optimizer_cfg.solver")
     check_kwargs(solver, opt, "optimizer_cfg", source, extra=("solver",),
                  ignorable=_all_parameters(torch.optim, torch.optim.Optimizer))
     check_values(solver, opt, "optimizer_cfg", source)
     sched = cfg["scheduler_cfg"]
-    scheduler = torch_class(torch.optim.lr_scheduler, sched.get("scheduler"),
+    scheduler = torch_class(torch.optim.lr_scheduler, sched["scheduler"],
                             torch.optim.lr_scheduler.LRScheduler, "scheduler_cfg.scheduler")
     check_kwargs(scheduler, sched, "scheduler_cfg", source, extra=("scheduler",),
                  ignorable=_all_parameters(torch.optim.lr_scheduler, torch.optim.lr_scheduler.LRScheduler))
@@ -552,6 +718,7 @@ def validate(cfg: dict, source: str = "<config>") -> None:
         scheduler(optimizer, **{k: v for k, v in sched.items() if k != "scheduler"})
     except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError) as err:
         raise ConfigError(f"{source}: optimizer_cfg/scheduler_cfg: {' '.join(str(err).split())}"[:300]) from None
+    return cfg
 
 
 def _import_registered():

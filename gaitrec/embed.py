@@ -75,7 +75,7 @@ class Embedder:
         self.model = load_trained_model(cfg, checkpoint, self.device,
                                         strict=self.evaluator_cfg["restore_ckpt_strict"]).eval()
         self.collator = SequenceCollator(self.evaluator_cfg["sampler"], self.evaluator_cfg["transform"], seed=0)
-        batch_size = self.evaluator_cfg["sampler"].get("batch_size", 4)
+        batch_size = self.evaluator_cfg["sampler"]["batch_size"]
         self.batch_size = max(1, batch_size if isinstance(batch_size, int) else 1)
         self.metric = self.evaluator_cfg["metric"]
         self.frame_size = tuple(frame_size) if frame_size is not None else None

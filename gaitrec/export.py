@@ -89,9 +89,9 @@ def frame_size_of(cfg: dict) -> tuple[tuple[int, int], str]:
     from .data.transforms import build_transform
 
     data = cfg["data_cfg"]
-    root = Path(str(data.get("dataset_root", "")))
-    if data.get("dataset_root") and root.is_dir():
-        frames = open_source(root, data.get("data_in_use")).load(0)
+    root = Path(data["dataset_root"])
+    if data["dataset_root"] and root.is_dir():
+        frames = open_source(root, data["data_in_use"]).load(0)
         frames = build_transform(cfg["evaluator_cfg"]["transform"])(frames, None)
         return tuple(frames.shape[-2:]), f"the config's dataset {root} through evaluator_cfg.transform"
     return DEFAULT_FRAME_SIZE, "OpenGait's standard input (the config's dataset is not here; --frame-size sets it)"

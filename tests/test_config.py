@@ -199,3 +199,74 @@ def test_files_that_are_not_configs_are_named_in_one_line(tmp_path):
     message = str(err.value)
     assert "\n" not in message and "not valid YAML, line 3, column" in message
     assert "opened at line 2" in message
+
+
+def test_default_yaml_shows_exactly_the_dataclass_defaults():
+    from gaitrec.config import DEFAULT_CONFIG, default_config, read_yaml
+
+    assert read_yaml(DEFAULT_CONFIG) == default_config()
+
+
+def test_validation_never_modifies_the_config_it_checks(tmp_path):
+    import copy
+    import warnings
+
+    from gaitrec.config import validate
+
+    extra = ("optimizer_cfg:\n  solver: Adam\n  lr: 0.0001\n  momentum: 0.9\n"
+             "trainer_cfg:\n  enable_distributed: true\n  sampler: {points_in_use: [x]}\n"
+             "  transform:\n    - type: BaseSilCuttingTransform\n      img_w: 64\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(write(tmp_path, BASELINE_MODEL + extra), validate_config=False)
+        del cfg["trainer_cfg"]["channels_last"], cfg["data_cfg"]["num_workers"]  # a config from an older gaitrec
+        before = copy.deepcopy(cfg)
+        checked = validate(cfg, source="run.yaml")
+    assert cfg == before
+    # The returned copy is complete and without the keys gaitrec ignores.
+    assert checked["trainer_cfg"]["channels_last"] is False and checked["data_cfg"]["num_workers"] == 1
+    assert "enable_distributed" not in checked["trainer_cfg"]
+    assert "points_in_use" not in checked["trainer_cfg"]["sampler"]
+    assert checked["optimizer_cfg"] == {"solver": "Adam", "lr": 0.0001}
+    assert checked["trainer_cfg"]["transform"] == [{"type": "BaseSilCuttingTransform"}]
+
+
+def test_a_loaded_config_holds_every_field_of_the_typed_sections(tmp_path):
+    from dataclasses import fields
+
+    from gaitrec.config import TYPED_SECTIONS
+
+    cfg = load_config(write(tmp_path, BASELINE_MODEL))
+    for section, cls in TYPED_SECTIONS.items():
+        assert set(cfg[section]) == {f.name for f in fields(cls)}, section
+
+
+def test_typed_sections_check_keys_and_types_naming_the_file(tmp_path):
+    path = write(tmp_path, BASELINE_MODEL + "data_cfg:\n  num_workers: two\n")
+    with pytest.raises(ConfigError, match=f"{path}: data_cfg.num_workers must be int, got 'two'"):
+        load_config(path)
+    path = write(tmp_path, BASELINE_MODEL + "evaluator_cfg:\n  sampler: {frames_all_limt: 3}\n")
+    with pytest.raises(ConfigError, match=r"unknown key evaluator_cfg.sampler.frames_all_limt "
+                                          r"\(did you mean evaluator_cfg.sampler.frames_all_limit\?\)"):
+        load_config(path)
+    path = write(tmp_path, BASELINE_MODEL + "data_cfg:\n  dataset_partition: 3\n")
+    with pytest.raises(ConfigError, match="data_cfg.dataset_partition must be str or null, got 3"):
+        load_config(path)
+
+
+def test_the_collator_takes_its_frame_defaults_from_the_sampler_dataclass():
+    from gaitrec.config import SamplerConfig
+    from gaitrec.data.sampler import SequenceCollator
+
+    collator = SequenceCollator({"sample_type": "all_ordered"}, [{"type": "BaseSilTransform"}])
+    defaults = SamplerConfig()
+    assert (collator.frames_num_fixed, collator.frames_num_min, collator.frames_num_max, collator.frames_skip_num,
+            collator.frames_all_limit) == (defaults.frames_num_fixed, defaults.frames_num_min,
+                                           defaults.frames_num_max, defaults.frames_skip_num,
+                                           defaults.frames_all_limit)
+
+
+def test_a_section_overridden_by_a_scalar_is_refused_even_where_the_hint_follows_the_schedule(tmp_path):
+    path = write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  total_iter: 400\nevaluator_cfg:\n  restore_hint: 400\n")
+    with pytest.raises(ConfigError, match="trainer_cfg must be a mapping"):
+        load_config(path, ["trainer_cfg=a string"])

@@ -8,6 +8,7 @@ from test_engine import CONFIG
 
 ATTACKS = {
     "optimizer_cfg=a string": "optimizer_cfg must be a mapping",
+    "trainer_cfg=a string": "trainer_cfg must be a mapping",
     "model_cfg.SeparateBNNecks.class_num=false": "model_cfg.SeparateBNNecks.class_num must be int, got False",
     "model_cfg.backbone_cfg.layers_cfg=[BC-x, M]": "layer 'BC-x' must be BC-<c>",
     "model_cfg.backbone_cfg.layers_cfg=[BC-4, 7]": "layers_cfg must be list of str, got ['BC-4', 7]",

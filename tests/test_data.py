@@ -192,14 +192,15 @@ def test_remove_no_gallery_drops_subjects_without_gallery(tmp_path):
     shutil.rmtree(root / "00002" / "01")  # subject 00002 has probes (type 00) but no gallery (type 01)
     partition = tmp_path / "ou.json"
     partition.write_text('{"TRAIN_SET": [], "TEST_SET": ["00001", "00002"]}')
-    cfg = {"dataset_root": str(root), "dataset_name": "OUMVLP", "dataset_partition": str(partition)}
+    cfg = {"dataset_root": str(root), "dataset_name": "OUMVLP", "test_dataset_name": "OUMVLP",
+           "dataset_partition": str(partition)}
     _, kept_all = build_datasets(cfg, train=False)
     assert len(kept_all) == 6  # without the option, the probes of 00002 stay (and count as misses)
     with pytest.warns(UserWarning, match="dropped 2 test sequence"):
         _, test = build_datasets({**cfg, "remove_no_gallery": True}, train=False)
     assert {test.info(i).subject for i in range(len(test))} == {"00001"} and len(test) == 4
     with pytest.raises(ConfigError, match="applies to OUMVLP only"):
-        build_datasets({**cfg, "dataset_name": "CASIA-B", "remove_no_gallery": True}, train=False)
+        build_datasets({**cfg, "test_dataset_name": "CASIA-B", "remove_no_gallery": True}, train=False)
 
 
 def test_a_benchmark_partition_on_another_dataset_names_the_file_key_and_the_dataset_s_own(tmp_path):

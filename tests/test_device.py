@@ -34,7 +34,8 @@ def test_evaluation_runs_on_the_device_it_is_given(monkeypatch):
         return {"results": {}}
 
     monkeypatch.setattr(protocols, "evaluate", fake_evaluate)
-    cfg = {"evaluator_cfg": {"eval_func": "evaluate_indoor_dataset", "metric": "euc"},
-           "data_cfg": {"dataset_name": "CASIA-B", "test_dataset_name": "CASIA-B"}}
+    from gaitrec.config import default_config
+
+    cfg = default_config()  # CASIA-B's indoor protocol, euclidean distances
     inference.evaluate_config(cfg, {}, torch.device("cpu"))
     assert seen["protocol"] == "casia-b" and seen["device"] == torch.device("cpu")

@@ -14,6 +14,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from ..config import DataConfig, read_section
 from ..errors import DataError
 from ..registry import ConfigError
 from .pickle_io import load_array, read_header
@@ -250,39 +251,40 @@ class GaitDataset:
 
 def build_datasets(data_cfg: dict, train: bool = True, test: bool = True) -> tuple[GaitDataset | None, GaitDataset | None]:
     """Train and test datasets from ``data_cfg``; without a partition every subject goes in both."""
-    source = open_source(data_cfg["dataset_root"], data_cfg.get("data_in_use"))
-    partition_file = resolve_partition(data_cfg.get("dataset_partition"), data_cfg.get("dataset_name"))
+    data = read_section(DataConfig, data_cfg)
+    source = open_source(data.dataset_root, data.data_in_use)
+    partition_file = resolve_partition(data.dataset_partition, data.dataset_name)
     partition = read_partition(partition_file) if partition_file else None
     if partition is None and train and test:
         warnings.warn("no dataset_partition: every subject is in both the train and the test set")
     if partition is not None:
         for key, wanted in (("TRAIN_SET", train), ("TEST_SET", test)):
             if wanted:
-                check_partition_matches(source, partition[key], key, partition_file, data_cfg)
-    common = dict(cache=data_cfg.get("cache", False), skip_bad=data_cfg.get("skip_bad_sequences", False))
+                check_partition_matches(source, partition[key], key, partition_file, data)
+    common = dict(cache=data.cache, skip_bad=data.skip_bad_sequences)
     train_set = test_set = None
     if train:
         train_set = GaitDataset(source, partition["TRAIN_SET"] if partition else None, name="train set", **common)
     if test:
         test_set = GaitDataset(source, partition["TEST_SET"] if partition else None, name="test set", **common)
-        if data_cfg.get("remove_no_gallery"):
-            remove_probes_without_gallery(test_set, data_cfg.get("test_dataset_name") or data_cfg.get("dataset_name"))
+        if data.remove_no_gallery:
+            remove_probes_without_gallery(test_set, data.test_dataset_name or data.dataset_name)
     return train_set, test_set
 
 
 def check_partition_matches(source: SequenceSource, subjects: Sequence[str], key: str, partition_file: Path,
-                            data_cfg: dict) -> None:
+                            data: DataConfig) -> None:
     """Some sequence on disk must belong to the partition's ``key`` subjects, else say which partition was
     used and why (a benchmark config's partition applied to another dataset is the usual cause)."""
     wanted = set(subjects)
     if any(s.subject in wanted for s in source.sequences):
         return
-    configured = data_cfg.get("dataset_partition")
+    configured = data.dataset_partition
     origin = (f"data_cfg.dataset_partition: {configured}" if configured
-              else f"the default partition of data_cfg.dataset_name {data_cfg.get('dataset_name')!r}")
+              else f"the default partition of data_cfg.dataset_name {data.dataset_name!r}")
     message = (f"{key} of the partition {partition_file} ({origin}) names no subject of the "
-               f"{len({s.subject for s in source.sequences})} found under {data_cfg['dataset_root']}")
-    own = Path(data_cfg["dataset_root"]) / "partition.json"
+               f"{len({s.subject for s in source.sequences})} found under {data.dataset_root}")
+    own = Path(data.dataset_root) / "partition.json"
     if own.is_file() and own.resolve() != Path(partition_file).resolve():
         message += (f"; the dataset has its own partition: pass --set data_cfg.dataset_partition={own}")
     else:

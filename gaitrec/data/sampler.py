@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..config import SamplerConfig, read_section
 from ..registry import SAMPLERS, ConfigError
 from .dataset import GaitDataset
 from .transforms import build_transform
@@ -102,13 +103,14 @@ class SequenceCollator:
     """
 
     def __init__(self, sampler_cfg: dict, transform_cfg, seed: int = 0):
-        mode, order = sampler_cfg["sample_type"].split("_")
+        settings = read_section(SamplerConfig, sampler_cfg)  # absent keys: the dataclass defaults
+        mode, order = settings.sample_type.split("_")
         self.mode, self.ordered = mode, order == "ordered"
-        self.frames_num_fixed = sampler_cfg.get("frames_num_fixed", 30)
-        self.frames_num_min = sampler_cfg.get("frames_num_min", 25)
-        self.frames_num_max = sampler_cfg.get("frames_num_max", 50)
-        self.frames_skip_num = sampler_cfg.get("frames_skip_num", 0)
-        self.frames_all_limit = sampler_cfg.get("frames_all_limit", -1)
+        self.frames_num_fixed = settings.frames_num_fixed
+        self.frames_num_min = settings.frames_num_min
+        self.frames_num_max = settings.frames_num_max
+        self.frames_skip_num = settings.frames_skip_num
+        self.frames_all_limit = settings.frames_all_limit
         self.transform = build_transform(transform_cfg)
         self.seed = seed
 

@@ -49,11 +49,11 @@ def init(device: str | None = None, backend: str | None = None) -> DistContext:
 def wrap_model(model: nn.Module, ctx: DistContext, trainer_cfg: dict) -> nn.Module:
     if not ctx.distributed:
         return model
-    if trainer_cfg.get("sync_BN"):
+    if trainer_cfg["sync_BN"]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                               find_unused_parameters=trainer_cfg.get("find_unused_parameters", False))
+                                               find_unused_parameters=trainer_cfg["find_unused_parameters"])
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,7 @@ def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, 
 
     model = create_model(cfg["model_cfg"])
     load_model_weights(model, load_checkpoint(checkpoint), strict=strict, where=str(checkpoint))
-    return place_model(model, device, cfg["trainer_cfg"].get("channels_last", False)).eval()
+    return place_model(model, device, cfg["trainer_cfg"]["channels_last"]).eval()
 
 
 def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None = None,
@@ -109,7 +109,7 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
 def embed_batch(model: torch.nn.Module, batch: dict, evaluator_cfg: dict, device: torch.device) -> np.ndarray:
     """Float32 embeddings [n, c, p] of one batch built by ``SequenceCollator``, with the evaluator's precision
     (fp16 autocast on CUDA when ``enable_float16``); the model must already be in eval mode."""
-    use_amp = evaluator_cfg.get("enable_float16", False) and device.type == "cuda"
+    use_amp = evaluator_cfg["enable_float16"] and device.type == "cuda"
     with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
         out = model(batch["sils"].to(device, non_blocking=True), batch["seq_lengths"])
     return out["embeddings"].float().cpu().numpy()
@@ -155,10 +155,10 @@ def evaluate_config(cfg: dict, features: dict, device: torch.device | None = Non
     from ..evaluation.protocols import evaluate, protocol_for_eval_func
 
     ev = cfg["evaluator_cfg"]
-    protocol = protocol_for_eval_func(ev["eval_func"], cfg["data_cfg"].get("test_dataset_name")
-                                      or cfg["data_cfg"]["dataset_name"], ev.get("cross_view_gallery", False))
-    partition = resolve_partition(cfg["data_cfg"].get("dataset_partition"), cfg["data_cfg"].get("dataset_name"))
-    return evaluate(features, protocol, metric=ev["metric"], rerank=ev.get("rerank", False), probe_set=partition,
+    protocol = protocol_for_eval_func(ev["eval_func"], cfg["data_cfg"]["test_dataset_name"]
+                                      or cfg["data_cfg"]["dataset_name"], ev["cross_view_gallery"])
+    partition = resolve_partition(cfg["data_cfg"]["dataset_partition"], cfg["data_cfg"]["dataset_name"])
+    return evaluate(features, protocol, metric=ev["metric"], rerank=ev["rerank"], probe_set=partition,
                     device=device)
 
 
@@ -175,7 +175,7 @@ def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Pa
     if test_set is None:
         _, test_set = build_datasets(cfg["data_cfg"], train=False)
     features = extract_features(model, test_set, cfg["evaluator_cfg"], ctx,
-                                num_workers=cfg["data_cfg"].get("num_workers", 0), progress=progress)
+                                num_workers=cfg["data_cfg"]["num_workers"], progress=progress)
     if features is None:
         return None
     output_dir.mkdir(parents=True, exist_ok=True)

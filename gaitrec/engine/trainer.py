@@ -10,6 +10,7 @@ import random
 import time
 import warnings
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..config import dump, loss_entries, torch_class
-from ..data.dataset import build_datasets
+from ..config import SamplerConfig, dump, loss_entries, read_section, torch_class
+from ..data.dataset import GaitDataset, build_datasets
 from ..data.pickle_io import atomic_write_bytes
 from ..data.sampler import SequenceCollator, SequenceReader, TripletSampler
 from ..errors import DataError, RunError
@@ -38,10 +39,33 @@ class NonFiniteLossError(RunError, FloatingPointError):
     """The loss became NaN or infinite (a learning rate too high, bad data); a FloatingPointError as before."""
 
 
+@dataclass
+class TrainingRun:
+    """What one training holds once everything is built: the loop and its helpers take this, not a dozen
+    arguments. ``cfg`` is the validated config (every key of the typed sections present)."""
+    cfg: dict
+    ctx: dist_utils.DistContext
+    run_dir: Path
+    train_set: GaitDataset
+    test_set: GaitDataset | None
+    model: nn.Module
+    losses: dict[str, nn.Module]  # by log prefix
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None  # fp16 autocast only
+    use_amp: bool
+    amp_dtype: torch.dtype | None
+    start: int = 0  # the iteration the run restored, 0 for a fresh one
+
+    @property
+    def trainer_cfg(self) -> dict:
+        return self.cfg["trainer_cfg"]
+
+
 def run_dir_of(cfg: dict, save_name: str | None = None) -> Path:
     """``<output_root>/<dataset>/<model>/<save_name>``, OpenGait's layout."""
     trainer = cfg["trainer_cfg"]
-    return (Path(trainer.get("output_root", "output")) / cfg["data_cfg"]["dataset_name"]
+    return (Path(trainer["output_root"]) / cfg["data_cfg"]["dataset_name"]
             / cfg["model_cfg"]["model"] / (save_name or trainer["save_name"]))
 
 
@@ -53,12 +77,12 @@ def config_for_run(cfg: dict) -> dict:
     cfg = copy.deepcopy(cfg)
     data = cfg["data_cfg"]
     data["dataset_root"] = str(Path(data["dataset_root"]).resolve())
-    partition = resolve_partition(data.get("dataset_partition"), data.get("dataset_name"))
+    partition = resolve_partition(data["dataset_partition"], data["dataset_name"])
     if partition is not None:
         data["dataset_partition"] = str(Path(partition).resolve())
-    cfg["trainer_cfg"]["output_root"] = str(Path(cfg["trainer_cfg"].get("output_root", "output")).resolve())
+    cfg["trainer_cfg"]["output_root"] = str(Path(cfg["trainer_cfg"]["output_root"]).resolve())
     for section in ("trainer_cfg", "evaluator_cfg"):
-        if isinstance(cfg[section].get("restore_hint"), str):
+        if isinstance(cfg[section]["restore_hint"], str):
             cfg[section]["restore_hint"] = str(Path(cfg[section]["restore_hint"]).resolve())
     return cfg
 
@@ -129,14 +153,14 @@ def check_class_num(model: nn.Module, num_classes: int) -> None:
                               f"to {num_classes}")
 
 
-def restore(cfg: dict, run_dir: Path, model, optimizer, scheduler, scaler,
-            resume: bool) -> tuple[int, dict | None, list[str]]:
-    """Restore per ``restore_hint`` (or the newest intact checkpoint with ``resume``).
+def restore(run: TrainingRun, resume: bool) -> tuple[int, dict | None, list[str]]:
+    """Restore ``run``'s model, optimizer, scheduler and scaler per ``restore_hint`` (or the newest intact
+    checkpoint with ``resume``).
 
     Returns (start iteration, the sizes the run's log files had when the restored checkpoint was written or
     None, lines for the log).
     """
-    trainer = cfg["trainer_cfg"]
+    trainer, run_dir = run.trainer_cfg, run.run_dir
     hint = trainer["restore_hint"]
     state = None
     if resume:
@@ -159,14 +183,14 @@ def restore(cfg: dict, run_dir: Path, model, optimizer, scheduler, scaler,
         path = checkpoint_path(run_dir, trainer["save_name"], hint) if isinstance(hint, int) else Path(hint)
         state = load_checkpoint(path)
     strict = trainer["restore_ckpt_strict"]
-    load_model_weights(model, state, strict=strict, where=str(path))
+    load_model_weights(run.model, state, strict=strict, where=str(path))
     same_run = isinstance(hint, int)
     if not trainer["optimizer_reset"] and "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
+        run.optimizer.load_state_dict(state["optimizer"])
     if not trainer["scheduler_reset"] and "scheduler" in state:
-        scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
+        run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
     if same_run and "rng" in state:
         try:
             torch.set_rng_state(state["rng"]["torch"])
@@ -256,25 +280,26 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     train_set, test_set = build_datasets(cfg["data_cfg"], test=trainer["with_test"] or test_at_end)
     model = create_model(cfg["model_cfg"])
     check_class_num(model, len(train_set.subjects))
-    place_model(model, ctx.device, trainer.get("channels_last", False))
+    place_model(model, ctx.device, trainer["channels_last"])
     losses = build_losses(loss_entries(cfg))
     optimizer = build_optimizer(model, cfg["optimizer_cfg"])
     scheduler = build_scheduler(optimizer, cfg["scheduler_cfg"])
-    use_amp, amp_dtype = amp_settings(trainer["enable_float16"], ctx.device, trainer.get("amp_dtype"))
+    use_amp, amp_dtype = amp_settings(trainer["enable_float16"], ctx.device, trainer["amp_dtype"])
     scaler = torch.amp.GradScaler(ctx.device.type) if use_amp and amp_dtype == torch.float16 else None
-    sampler_cfg = trainer["sampler"]
-    TripletSampler(train_set.labels, sampler_cfg["batch_size"])  # refuses a batch larger than the subjects
+    run = TrainingRun(cfg, ctx, run_dir, train_set, test_set, model, losses, optimizer, scheduler, scaler, use_amp,
+                      amp_dtype)
+    TripletSampler(train_set.labels, trainer["sampler"]["batch_size"])  # refuses a batch larger than the subjects
 
     lock = lock_run_dir(run_dir) if ctx.rank == 0 else None  # creates the run directory: nothing was refused
     try:
-        start, log_sizes, notes = restore(cfg, run_dir, model, optimizer, scheduler, scaler, resume)
+        run.start, log_sizes, notes = restore(run, resume)
     except BaseException:
         if lock is not None:
             lock.release()
         raise
     if ctx.rank == 0:
         remove_stale_temporaries(run_dir)
-        truncate_run_logs(run_dir, start, log_sizes)
+        truncate_run_logs(run_dir, run.start, log_sizes)
         atomic_write_bytes(run_dir / "config.yaml", dump(cfg).encode("utf-8"))
     setup_logging(run_dir, "train.log", ctx.rank)
     log.info("run directory %s, device %s, %d process(es), %d CPU thread(s)", run_dir, ctx.device, ctx.world_size,
@@ -282,38 +307,36 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     for note in notes:
         log.info("%s", note)
     try:
-        return _train_loop(cfg, ctx, run_dir, train_set, test_set, model, losses, optimizer, scheduler, scaler,
-                           use_amp, amp_dtype, start, progress, test_at_end)
+        return _train_loop(run, progress, test_at_end)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train_loop(cfg, ctx, run_dir, train_set, test_set, model, losses, optimizer, scheduler, scaler, use_amp,
-                amp_dtype, start, progress, test_at_end) -> dict:
-    trainer = cfg["trainer_cfg"]
-    model = dist_utils.wrap_model(model, ctx, trainer)
-    forward = torch.compile(model) if trainer.get("compile") else model
+def _train_loop(run: TrainingRun, progress: bool, test_at_end: bool) -> dict:
+    ctx, trainer, optimizer, scheduler, scaler = run.ctx, run.trainer_cfg, run.optimizer, run.scheduler, run.scaler
+    model = run.model = dist_utils.wrap_model(run.model, ctx, trainer)
+    forward = torch.compile(model) if trainer["compile"] else model
 
     sampler_cfg = trainer["sampler"]
-    sampler = TripletSampler(train_set.labels, sampler_cfg["batch_size"], seed=trainer["seed"],
-                             batch_shuffle=sampler_cfg.get("batch_shuffle", False), start_iteration=start,
-                             rank=ctx.rank, world_size=ctx.world_size)
+    sampler = TripletSampler(run.train_set.labels, sampler_cfg["batch_size"], seed=trainer["seed"],
+                             batch_shuffle=read_section(SamplerConfig, sampler_cfg).batch_shuffle,
+                             start_iteration=run.start, rank=ctx.rank, world_size=ctx.world_size)
     collator = SequenceCollator(sampler_cfg, trainer["transform"], seed=trainer["seed"])
-    workers = cfg["data_cfg"].get("num_workers", 0)
+    workers = run.cfg["data_cfg"]["num_workers"]
     # Pinned batches on CUDA: the non_blocking copies below then overlap the GPU's work instead of staging
     # through pageable memory synchronously.
-    loader = torch.utils.data.DataLoader(SequenceReader(train_set), batch_sampler=sampler, collate_fn=collator,
+    loader = torch.utils.data.DataLoader(SequenceReader(run.train_set), batch_sampler=sampler, collate_fn=collator,
                                          num_workers=workers, persistent_workers=workers > 0,
                                          pin_memory=ctx.device.type == "cuda")
-    monitor = Monitor(run_dir, ctx, trainer, progress, start)
+    monitor = Monitor(run, progress)
     gather = dist_utils.all_gather_with_grad if ctx.distributed else None
 
     total_iter = trainer["total_iter"]
     model.train()
     if trainer["fix_BN"]:
         fix_batchnorm(model)
-    iteration = start
+    iteration = run.start
     data_start = time.perf_counter()
     for batch in loader:
         if iteration >= total_iter:
@@ -321,14 +344,14 @@ def _train_loop(cfg, ctx, run_dir, train_set, test_set, model, losses, optimizer
         data_time = time.perf_counter() - data_start
         sils = batch["sils"].to(ctx.device, non_blocking=True)
         labels = batch["labels"].to(ctx.device, non_blocking=True)
-        with torch.autocast(ctx.device.type, dtype=amp_dtype) if use_amp else nullcontext():
+        with torch.autocast(ctx.device.type, dtype=run.amp_dtype) if run.use_amp else nullcontext():
             outputs = forward(sils, batch["seq_lengths"])
         # The loss terms run in fp32 whatever the autocast: distances and softmax are precision-sensitive.
-        loss, logged = total_loss(losses, outputs["training"], labels, gather, ctx.world_size)
+        loss, logged = total_loss(run.losses, outputs["training"], labels, gather, ctx.world_size)
         iteration += 1
         optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(logged["loss"]):
-            if not trainer.get("skip_nonfinite"):
+            if not trainer["skip_nonfinite"]:
                 raise NonFiniteLossError(f"non-finite loss at iteration {iteration}: {logged} "
                                          "(set trainer_cfg.skip_nonfinite: true to skip such steps)")
             log.warning("iteration %d: non-finite loss, step skipped", iteration)
@@ -349,20 +372,19 @@ def _train_loop(cfg, ctx, run_dir, train_set, test_set, model, losses, optimizer
                        "time/data": data_time})
         monitor.log(iteration, logged, sils)
         if iteration % trainer["save_iter"] == 0 or iteration == total_iter:
-            saved = save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration, ctx,
-                                        monitor.log_sizes())
+            saved = save_training_state(run, iteration, monitor.log_sizes())
             if trainer["with_test"] and iteration < total_iter:
-                result = test_during_training(cfg, model, ctx, test_set, run_dir, iteration, monitor.writer)
+                result = test_during_training(run, iteration, monitor.writer)
                 monitor.keep_best(result, saved, iteration)
         data_start = time.perf_counter()
     monitor.close_bar()
 
     test_result = None
     if test_at_end:
-        test_result = test_during_training(cfg, model, ctx, test_set, run_dir, iteration, monitor.writer)
-        monitor.keep_best(test_result, checkpoint_path(run_dir, trainer["save_name"], iteration), iteration)
+        test_result = test_during_training(run, iteration, monitor.writer)
+        monitor.keep_best(test_result, checkpoint_path(run.run_dir, trainer["save_name"], iteration), iteration)
     monitor.close()
-    return {"run_dir": run_dir, "iteration": iteration, "history": monitor.history, "test": test_result}
+    return {"run_dir": run.run_dir, "iteration": iteration, "history": monitor.history, "test": test_result}
 
 
 def format_duration(seconds: float) -> str:
@@ -378,18 +400,19 @@ def format_duration(seconds: float) -> str:
 class Monitor:
     """Where a run reports: progress bar, log file, ``metrics.jsonl``, TensorBoard, best checkpoint (rank 0)."""
 
-    def __init__(self, run_dir: Path, ctx, trainer_cfg: dict, progress: bool, start: int):
-        self.run_dir, self.ctx, self.cfg, self.start = run_dir, ctx, trainer_cfg, start
-        self.main = ctx.rank == 0
-        self.writer = dist_utils.summary_writer(run_dir, ctx, purge_step=start + 1 if start else None)
+    def __init__(self, run: TrainingRun, progress: bool):
+        self.run_dir, self.ctx, self.cfg, self.start = run.run_dir, run.ctx, run.trainer_cfg, run.start
+        self.main = run.ctx.rank == 0
+        self.writer = dist_utils.summary_writer(self.run_dir, run.ctx,
+                                                purge_step=self.start + 1 if self.start else None)
         # A bar only on a terminal: in a log file tqdm's redraws become hundreds of lines; there the log line
         # every log_iter iterations (with its ETA) is the progress report.
-        self.bar = tqdm(total=trainer_cfg["total_iter"], initial=start, desc="train",
+        self.bar = tqdm(total=self.cfg["total_iter"], initial=self.start, desc="train",
                         disable=not (progress and self.main and interactive()), dynamic_ncols=True)
         self.interval_seconds: list[float] = []  # iteration times since the last log line
         self.history: list[dict] = []
         self.best: float | None = None
-        self.metrics = open(run_dir / "metrics.jsonl", "a") if self.main else None
+        self.metrics = open(self.run_dir / "metrics.jsonl", "a") if self.main else None
 
     def log(self, iteration: int, logged: dict, sils: torch.Tensor) -> None:
         self.history.append({"iteration": iteration, **logged})
@@ -430,7 +453,7 @@ class Monitor:
 
     def keep_best(self, result: dict | None, checkpoint: Path, iteration: int) -> None:
         """Copy ``checkpoint`` to ``<save_name>-best.pt`` when ``best_metric`` improved."""
-        metric = self.cfg.get("best_metric")
+        metric = self.cfg["best_metric"]
         if not (self.main and metric and result):
             return
         if metric not in result["results"]:
@@ -453,39 +476,40 @@ class Monitor:
             self.metrics.close()
 
 
-def save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, iteration, ctx,
-                        log_sizes: dict | None = None) -> Path:
+def save_training_state(run: TrainingRun, iteration: int, log_sizes: dict | None = None) -> Path:
     """Write this iteration's checkpoint (rank 0 writes; every rank gets the path). ``log_sizes``: the sizes of
     the run's log files now, so that a resume from this checkpoint can cut what a crashed run logged later."""
-    path = checkpoint_path(run_dir, cfg["trainer_cfg"]["save_name"], iteration)
-    if ctx.rank != 0:
+    trainer = run.trainer_cfg
+    path = checkpoint_path(run.run_dir, trainer["save_name"], iteration)
+    if run.ctx.rank != 0:
         return path
-    target = model.module if hasattr(model, "module") else model
+    target = run.model.module if hasattr(run.model, "module") else run.model
     state = {
         "model": target.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else {},
         "iteration": iteration,
         "rng": {"torch": torch.get_rng_state()},
-        "config": cfg,
+        "config": run.cfg,
         "log_sizes": log_sizes,
     }
     save_checkpoint(path, state)
-    prune_checkpoints(run_dir, cfg["trainer_cfg"]["save_name"], cfg["trainer_cfg"].get("keep_checkpoints", 0))
+    prune_checkpoints(run.run_dir, trainer["save_name"], trainer["keep_checkpoints"])
     log.info("saved %s", path)
     return path
 
 
-def test_during_training(cfg, model, ctx, test_set, run_dir: Path, iteration: int, writer) -> dict | None:
+def test_during_training(run: TrainingRun, iteration: int, writer) -> dict | None:
     """Test the current weights, log the results, and return them (rank 0; None elsewhere)."""
+    model, run_dir = run.model, run.run_dir
     was_training = model.training
-    result = run_test(cfg, model, ctx, output_dir=run_dir / "test" / f"{iteration:05d}", overwrite=True,
-                      progress=False, test_set=test_set,
-                      checkpoint=checkpoint_path(run_dir, cfg["trainer_cfg"]["save_name"], iteration))
+    result = run_test(run.cfg, model, run.ctx, output_dir=run_dir / "test" / f"{iteration:05d}", overwrite=True,
+                      progress=False, test_set=run.test_set,
+                      checkpoint=checkpoint_path(run_dir, run.trainer_cfg["save_name"], iteration))
     if was_training:
         model.train()
-        if cfg["trainer_cfg"]["fix_BN"]:
+        if run.trainer_cfg["fix_BN"]:
             fix_batchnorm(model)
     if result is not None:
         scores = result["results"]
