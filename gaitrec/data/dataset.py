@@ -14,6 +14,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from ..benchmarks import PARTITION_DIR, benchmarks_with, find_benchmark  # noqa: F401 (PARTITION_DIR re-exported)
 from ..errors import DataError
 from ..registry import ConfigError
 from .pickle_io import load_array, read_header
@@ -84,13 +85,6 @@ def open_source(root: str | Path, data_in_use=None) -> SequenceSource:
     return PklSource(root, data_in_use)
 
 
-PARTITION_DIR = Path(__file__).resolve().parent.parent / "partitions"
-# dataset_name as OpenGait configs spell it -> the partition file shipped with gaitrec
-SHIPPED_PARTITIONS = {"CASIA-B": "CASIA-B.json", "CASIA-B*": "CASIA-B.json", "OUMVLP": "OUMVLP.json",
-                      "GREW": "GREW.json", "Gait3D": "Gait3D.json", "CASIA-E": "CASIA-E.json",
-                      "SUSTech1K": "SUSTech1K.json"}
-
-
 def resolve_partition(path: str | Path | None, dataset_name: str | None = None) -> Path | None:
     """The partition file to use.
 
@@ -107,23 +101,35 @@ def resolve_partition(path: str | Path | None, dataset_name: str | None = None) 
         if shipped.is_file():
             return shipped
         raise ConfigError(f"dataset partition not found: {path}")
-    if dataset_name in SHIPPED_PARTITIONS:
-        return PARTITION_DIR / SHIPPED_PARTITIONS[dataset_name]
-    return None
+    bench = find_benchmark(dataset_name)
+    return None if bench is None else bench.partition_path
 
 
-def read_partition(path: str | Path) -> dict[str, list[str]]:
-    """A partition JSON: ``{"TRAIN_SET": [...], "TEST_SET": [...]}`` (Gait3D adds ``PROBE_SET``)."""
+def read_partition(path: str | Path, required: Sequence[str] = ("TRAIN_SET", "TEST_SET"),
+                   error: type[ValueError] = ConfigError) -> dict[str, list[str]]:
+    """A partition JSON: ``{"TRAIN_SET": [...], "TEST_SET": [...]}`` (Gait3D adds ``PROBE_SET``).
+
+    ``required`` lists the keys that must hold lists; problems raise ``error`` (ConfigError for a config's
+    partition, DataError where the file is evaluation data) naming the file.
+    """
     path = Path(path)
+    what = "probe set file" if required == ("PROBE_SET",) else "dataset partition"
     if not path.is_file():
-        raise ConfigError(f"dataset partition not found: {path}")
+        raise error(f"{what} not found: {path}")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    for key in ("TRAIN_SET", "TEST_SET"):
+        raise error(f"{path}: not valid JSON ({err})") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not a text file ({err})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object with {', '.join(required)} lists")
+    for key in required:
         if not isinstance(data.get(key), list):
-            raise ConfigError(f"{path}: missing list {key}")
+            if key == "PROBE_SET":
+                raise error(f"{path}: no PROBE_SET list; expected a partition JSON with PROBE_SET entries "
+                            "<subject>-<type>-<view>")
+            raise error(f"{path}: missing list {key}")
     return {k: [str(s) for s in v] for k, v in data.items() if isinstance(v, list)}
 
 
@@ -290,19 +296,16 @@ def check_partition_matches(source: SequenceSource, subjects: Sequence[str], key
     raise ConfigError(message)
 
 
-# Gallery types per dataset for ``remove_no_gallery`` (OU-MVLP: type 01 is the gallery, 00 the probes).
-GALLERY_TYPES = {"OUMVLP": ("01",)}
-
-
 def remove_probes_without_gallery(dataset: GaitDataset, dataset_name: str) -> int:
     """Drop test sequences of subjects that have no gallery sequence; returns how many were dropped.
 
     Without this, such probes stay in the test set and count as misses (OpenGait's OU-MVLP figures).
     """
-    if dataset_name not in GALLERY_TYPES:
-        raise ConfigError(f"data_cfg.remove_no_gallery applies to {', '.join(GALLERY_TYPES)} only, "
-                          f"not {dataset_name!r}")
-    gallery = GALLERY_TYPES[dataset_name]
+    bench = find_benchmark(dataset_name)
+    if bench is None or not bench.gallery_types:
+        applies = ", ".join(b.name for b in benchmarks_with("gallery_types"))
+        raise ConfigError(f"data_cfg.remove_no_gallery applies to {applies} only, not {dataset_name!r}")
+    gallery = bench.gallery_types
     with_gallery = {dataset.info(i).subject for i in range(len(dataset)) if dataset.info(i).type in gallery}
     kept = [key for i, key in enumerate(dataset.indices) if dataset.info(i).subject in with_gallery]
     dropped = len(dataset.indices) - len(kept)

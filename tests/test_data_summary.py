@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gaitrec.data.inspect import dataset_info, format_info, write_contact_sheet
+from gaitrec.data.summary import dataset_info, format_info, write_contact_sheet
 from gaitrec.data.pickle_io import save_array
 from gaitrec.data.store import pack
 
