@@ -175,7 +175,7 @@ def cmd_evaluate(args) -> int:
     if args.output:
         write_report(result, args.output, overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(rounded(result), indent=2))
+        print(json.dumps(rounded(result.to_json()), indent=2))
     else:
         print(print_table(result))
     return 0

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from ..data.dataset import GaitDataset, build_datasets, resolve_partition
 from ..data.sampler import InferenceSampler, SequenceCollator, SequenceReader
 from ..evaluation.features import save_features
+from ..evaluation.result import EvaluationResult
 from .distributed import DistContext
 
 log = logging.getLogger("gaitrec")
@@ -149,7 +150,7 @@ def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg
             "types": np.array([s.type for s in infos]), "views": np.array([s.view for s in infos])}
 
 
-def evaluate_config(cfg: dict, features: dict, device: torch.device | None = None) -> dict:
+def evaluate_config(cfg: dict, features: dict, device: torch.device | None = None) -> EvaluationResult:
     """Run the protocol that ``evaluator_cfg`` names on ``features``; distances on ``device`` (None: CUDA
     when available)."""
     from ..evaluation.protocols import evaluate, protocol_for_eval_func
@@ -164,7 +165,7 @@ def evaluate_config(cfg: dict, features: dict, device: torch.device | None = Non
 
 def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Path, overwrite: bool = False,
              progress: bool = True, test_set: GaitDataset | None = None, checkpoint: str | Path | None = None
-             ) -> dict | None:
+             ) -> EvaluationResult | None:
     """Embed the test set, write ``features.npz`` and the report into ``output_dir``; returns the result on
     rank 0 (None on other ranks). The result names the model and ``checkpoint`` (file name) it came from."""
     from ..evaluation.report import write_report
@@ -181,8 +182,9 @@ def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Pa
     output_dir.mkdir(parents=True, exist_ok=True)
     save_features(output_dir / "features.npz", overwrite=overwrite, **features)
     # --device cpu keeps the distances off the GPU too
-    result = {"model": cfg["model_cfg"]["model"], **evaluate_config(cfg, features, ctx.device)}
+    result = evaluate_config(cfg, features, ctx.device)
+    result.model = cfg["model_cfg"]["model"]
     if checkpoint is not None:
-        result["checkpoint"] = Path(checkpoint).name
+        result.checkpoint = Path(checkpoint).name
     write_report(result, output_dir, overwrite=overwrite)
     return result

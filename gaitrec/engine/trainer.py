@@ -22,6 +22,7 @@ from ..data.dataset import build_datasets
 from ..data.pickle_io import atomic_write_bytes
 from ..data.sampler import SequenceCollator, SequenceReader, TripletSampler
 from ..errors import DataError, RunError
+from ..evaluation.result import EvaluationResult
 from ..locking import OutputLock
 from ..losses import build_losses, total_loss
 from ..models import create_model
@@ -428,15 +429,18 @@ class Monitor:
         return {name: (self.run_dir / name).stat().st_size for name in ("train.log", "metrics.jsonl")
                 if (self.run_dir / name).is_file()}
 
-    def keep_best(self, result: dict | None, checkpoint: Path, iteration: int) -> None:
-        """Copy ``checkpoint`` to ``<save_name>-best.pt`` when ``best_metric`` improved."""
+    def keep_best(self, result: EvaluationResult | None, checkpoint: Path, iteration: int) -> None:
+        """Copy ``checkpoint`` to ``<save_name>-best.pt`` when ``best_metric`` improved (``headline``: the
+        protocol's headline figure)."""
         metric = self.cfg.get("best_metric")
         if not (self.main and metric and result):
             return
-        if metric not in result["results"]:
+        if metric == "headline":
+            metric = result.headline
+        if metric not in result.figures:
             raise ConfigError(f"trainer_cfg.best_metric {metric!r} is not a result of this protocol "
-                              f"(it has: {', '.join(result['results'])})")
-        value = float(result["results"][metric])
+                              f"(it has: headline, {', '.join(result.figures)})")
+        value = float(result.figures[metric])
         if self.best is None or value > self.best:
             self.best = value
             best = checkpoint.parent / f"{self.cfg['save_name']}-best.pt"
@@ -477,7 +481,7 @@ def save_training_state(cfg, run_dir, model, optimizer, scheduler, scaler, itera
     return path
 
 
-def test_during_training(cfg, model, ctx, test_set, run_dir: Path, iteration: int, writer) -> dict | None:
+def test_during_training(cfg, model, ctx, test_set, run_dir: Path, iteration: int, writer) -> EvaluationResult | None:
     """Test the current weights, log the results, and return them (rank 0; None elsewhere)."""
     was_training = model.training
     result = run_test(cfg, model, ctx, output_dir=run_dir / "test" / f"{iteration:05d}", overwrite=True,
@@ -488,7 +492,7 @@ def test_during_training(cfg, model, ctx, test_set, run_dir: Path, iteration: in
         if cfg["trainer_cfg"]["fix_BN"]:
             fix_batchnorm(model)
     if result is not None:
-        scores = result["results"]
+        scores = result.figures
         log.info("test at iteration %d: %s", iteration,
                  ", ".join(f"{k}={v:.2f}" for k, v in scores.items() if isinstance(v, (int, float))))
         if writer is not None:

@@ -1,10 +1,8 @@
 """The test protocols of the gait benchmarks, as OpenGait's evaluator defines them.
 
 Each protocol is a function of the test features (``embeddings`` [N, C, P], ``labels``, ``types``,
-``views``) returning a JSON-serialisable dict::
-
-    {"protocol": name, "metric": "euc" | "cos", "results": {figure: value},
-     "per_view": {row: {probe view: value}}, ...}
+``views``); ``evaluate`` returns what it finds as an ``EvaluationResult`` (``evaluation.result``): named
+figures, per-view rows that say which figure is their mean, matrices, curves and counts.
 
 Figures are percentages. Each cell is rounded where OpenGait rounds it; the aggregates are not.
 ``evaluate`` picks the protocol by name; ``protocol_for_eval_func`` translates an OpenGait config. Which
@@ -13,6 +11,7 @@ types are probes and gallery, and which procedure runs, is each benchmark's reco
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,6 +26,7 @@ from .distance import check_metric, nearest, nearest_in_groups, pairwise_distanc
 from .features import check_features
 from .metrics import accuracy_and_map, percent_rounded, rank_k_hits, retrieval_metrics
 from .rerank import k_reciprocal_rerank
+from .result import EvaluationResult, Row
 
 # The probe and gallery rules live in the benchmark records; these names stay for readers of this module.
 _RULES = protocol_rules()
@@ -142,7 +142,7 @@ def single_view_gallery(
     gallery_emb = emb[gallery_index]
 
     num_views = len(view_list)
-    results, per_view, matrices, cmc, counts = {}, {}, {}, {}, {}
+    results, rows, matrices, cmc, counts = {}, [], {}, {}, {}
     for condition, wanted in probe_types.items():
         probe_mask = _type_mask(types, wanted, substring)
         if not probe_mask.any():
@@ -166,12 +166,13 @@ def single_view_gallery(
             rank_means.append(float(np.mean(by_probe_view)))
             results[f"{condition}-rank{r + 1}"] = rank_means[-1]
             if r == 0:
-                per_view[condition] = {v: float(x) for v, x in zip(view_list, by_probe_view)}
+                rows.append(Row(condition, "rank1", f"{condition}-rank1", condition,
+                                {v: float(x) for v, x in zip(view_list, by_probe_view)}))
         matrices[condition] = {"views": view_list, "accuracy": accuracy[:, :, 0].tolist()}
         if num_rank > 1:
             matrices[condition]["accuracy_by_rank"] = np.moveaxis(accuracy, 2, 0).tolist()
             cmc[condition] = rank_means
-    out = {"results": results, "per_view": per_view, "matrix": matrices,
+    out = {"results": results, "rows": rows, "matrix": matrices,
            "counts": {"probes": counts, "gallery": int(len(gallery_index))}}
     if cmc:
         out["cmc"] = cmc
@@ -213,7 +214,7 @@ def cross_view_gallery(
         raise DataError(f"{where}: no gallery sequences (types {', '.join(gallery_types)}); "
                          f"types present: {_present(types)}")
     gallery_emb = emb[gallery_index]
-    results, per_view, counts = {}, {}, {}
+    results, rows, counts = {}, [], {}
     for condition, wanted in probe_types.items():
         probe_mask = _type_mask(types, wanted)
         if not probe_mask.any():
@@ -236,10 +237,10 @@ def cross_view_gallery(
             mean_ap[view] = float(np.round(m_ap * 100, 2))
         results[f"{condition}-rank1"] = float(np.mean(list(rank1.values())))
         results[f"{condition}-mAP"] = float(np.mean(list(mean_ap.values())))
-        per_view[f"{condition}-rank1"] = rank1
-        per_view[f"{condition}-mAP"] = mean_ap
+        rows.append(Row(condition, "rank1", f"{condition}-rank1", f"{condition}-rank1", rank1))
+        rows.append(Row(condition, "mAP", f"{condition}-mAP", f"{condition}-mAP", mean_ap))
         counts[condition] = int(probe_mask.sum())
-    return {"results": results, "per_view": per_view,
+    return {"results": results, "rows": rows,
             "counts": {"probes": counts, "gallery": int(len(gallery_index))}}
 
 
@@ -260,8 +261,10 @@ def _cross_view(features: dict, distances: _Distances, rule: ProtocolRule, **_) 
 
 def _plain_figures(out: dict) -> dict:
     """Figures of a one-condition protocol named without the condition: ``NM-rank1`` -> ``rank1``."""
-    (condition,) = {name.split("-", 1)[0] for name in out["results"]}
-    out["results"] = {name[len(condition) + 1:]: value for name, value in out["results"].items()}
+    (condition,) = {row.condition for row in out["rows"]}
+    plain = {name: name[len(condition) + 1:] for name in out["results"]}
+    out["results"] = {plain[name]: value for name, value in out["results"].items()}
+    out["rows"] = [replace(row, figure=plain[row.figure]) for row in out["rows"]]
     return out
 
 
@@ -277,7 +280,7 @@ def grew(features: dict, distances: _Distances, rule: ProtocolRule, **_) -> dict
     idx = distances.nearest(emb[probe_index], emb[gallery_index], 20)
     hits = rank_k_hits(labels[gallery_index][idx], labels[probe_index])
     curve = percent_rounded(hits, len(probe_index))
-    return {"results": {f"rank{k}": float(curve[k - 1]) for k in (1, 5, 10, 20)}, "per_view": {},
+    return {"results": {f"rank{k}": float(curve[k - 1]) for k in (1, 5, 10, 20)},
             "cmc": {"all": curve.tolist()},
             "counts": {"probes": int(len(probe_index)), "gallery": int(len(gallery_index))}}
 
@@ -314,7 +317,8 @@ def grew_submission_csv(rows: list[tuple[str, list[str]]]) -> str:
 def grew_submission(features: dict, distances: _Distances, rule: ProtocolRule, **_) -> dict:
     """GREW test server submission: gallery types 01 and 02, probes type 03 (view = video id)."""
     rows = grew_submission_rows(features, distances)
-    return {"results": {"probes": len(rows)}, "per_view": {}, "csv": grew_submission_csv(rows)}
+    return {"results": {"probes": len(rows)}, "csv": grew_submission_csv(rows),
+            "counts": {"probes": len(rows)}}
 
 
 def _split_by_type(types, probe_types, gallery_types, where):
@@ -362,7 +366,7 @@ def gait3d(features: dict, distances: _Distances, rule: ProtocolRule, probe_set=
     results = {f"rank{k}": float(cmc_percent[k - 1]) for k in (1, 5, 10)}
     results["mAP"] = found["mAP"] * 100
     results["mINP"] = found["mINP"] * 100
-    return {"results": results, "per_view": {}, "cmc": {"all": [float(x) for x in cmc_percent]},
+    return {"results": results, "cmc": {"all": [float(x) for x in cmc_percent]},
             "counts": {"probes": int(probe_mask.sum()), "evaluated": found["evaluated"],
                        "skipped": found["skipped"], "gallery": int(len(gallery_labels))}}
 
@@ -386,7 +390,7 @@ def evaluate(
     probe_set=None,
     device=None,
     rerank_params: dict | None = None,
-) -> dict:
+) -> EvaluationResult:
     """Evaluate test features under a named protocol.
 
     ``features``: ``embeddings`` [N, C, P], ``labels``, ``types``, ``views`` (as ``load_features`` returns).
@@ -408,10 +412,11 @@ def evaluate(
     arrays = prepare_features(features)
     rule = PROTOCOLS[protocol]
     out = PROCEDURES[rule.procedure](arrays, distances, rule=rule, probe_set=probe_set)
-    head = {"protocol": protocol, "metric": metric, "rerank": bool(rerank)}
-    if rerank:
-        head["rerank_params"] = distances.rerank_params
-    return {**head, **out}
+    # The headline is the first figure a procedure lists: NM-rank1, rank1, or the number of probes.
+    return EvaluationResult(protocol=protocol, metric=metric, figures=out["results"],
+                            headline=next(iter(out["results"])), rows=out.get("rows", []), rerank=bool(rerank),
+                            rerank_params=distances.rerank_params if rerank else None, matrix=out.get("matrix", {}),
+                            cmc=out.get("cmc", {}), counts=out.get("counts", {}), csv=out.get("csv"))
 
 
 def protocol_for_eval_func(eval_func: str, dataset_name: str, cross_view_gallery: bool = False) -> str:
