@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..locking import OutputLock
-from .dataset import PklSource, SequenceInfo
+from .layout import PklSource, SequenceInfo
 from .pickle_io import current_umask, fsync_directory, save_array
 
 MAGIC = "gaitrec-store"
