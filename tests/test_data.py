@@ -6,7 +6,8 @@ import torch
 
 from gaitrec.data.dataset import GaitDataset, PklSource, build_datasets
 from gaitrec.data.pickle_io import save_array
-from gaitrec.data.sampler import InferenceSampler, SequenceCollator, SequenceReader, TripletSampler
+from gaitrec.data.sampler import (BilateralSampler, CommonSampler, InferenceSampler, SequenceCollator, SequenceReader,
+                                  TripletSampler, build_train_sampler)
 from gaitrec.data.transforms import BaseSilCuttingTransform, BaseSilTransform, build_transform
 from gaitrec.registry import ConfigError
 
@@ -76,6 +77,41 @@ def test_triplet_sampler_is_keyed_by_iteration_and_split_over_ranks():
     assert sorted(r0 + r1, key=lambda x: x[1]) == first[0]
     with pytest.raises(ConfigError, match="asks for 7 subjects"):
         TripletSampler(labels, [7, 2])
+
+
+def test_common_sampler_draws_any_sequences_keyed_by_iteration():
+    labels = np.repeat(np.arange(3), 4)
+    batches = [b for _, b in zip(range(50), CommonSampler(labels, 6, seed=2))]
+    assert all(len(b) == 6 and [pos for _, pos, _ in b] == list(range(6)) for b in batches)
+    drawn = [i for b in batches for _, _, i in b]
+    assert set(drawn) == set(range(12))  # uniform over every sequence, no subject structure
+    assert any(len(set(i for _, _, i in b)) < 6 for b in batches)  # with replacement
+    assert next(iter(CommonSampler(labels, 6, seed=2, start_iteration=7))) == batches[7]
+    r1 = next(iter(CommonSampler(labels, 6, seed=2, rank=1, world_size=2)))
+    assert r1 == batches[0][1::2]
+
+
+def test_bilateral_sampler_walks_epochs_and_doubles_each_sequence():
+    labels = np.repeat(np.arange(5), 2)  # 10 sequences, batches of 2 x 2: two batches per epoch, 2 left over
+    sampler = BilateralSampler(labels, [2, 2], seed=0)
+    batches = [b for _, b in zip(range(4), sampler)]
+    for batch in batches:
+        first, second = batch[:4], batch[4:]
+        assert [i for _, _, i in first] == [i for _, _, i in second]  # each sequence twice ...
+        assert {pos for _, pos, _ in first}.isdisjoint(pos for _, pos, _ in second)  # ... with its own frames
+    epoch0 = [i for b in batches[:2] for _, _, i in b[:4]]
+    assert len(set(epoch0)) == 8  # no sequence twice within an epoch
+    assert [i for _, _, i in batches[2][:4]] != [i for _, _, i in batches[0][:4]]  # the next epoch reshuffles
+    with pytest.raises(ConfigError, match="asks for 12 sequences per batch but the train set has 10"):
+        BilateralSampler(labels, [3, 4])
+
+
+def test_training_sampler_is_built_from_the_config_type():
+    labels = np.repeat(np.arange(4), 3)
+    assert isinstance(build_train_sampler({"type": "CommonSampler", "batch_size": 5}, labels), CommonSampler)
+    assert isinstance(build_train_sampler({"type": "TripletSampler", "batch_size": [2, 2]}, labels), TripletSampler)
+    with pytest.raises(ConfigError, match="Did you mean 'CommonSampler'"):
+        build_train_sampler({"type": "CommonSampeler", "batch_size": 5}, labels)
 
 
 def test_inference_sampler_shards_cover_every_sequence_once():

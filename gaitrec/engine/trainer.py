@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..config import dump, loss_entries, torch_class
 from ..data.dataset import build_datasets
 from ..data.pickle_io import atomic_write_bytes
-from ..data.sampler import SequenceCollator, SequenceReader, TripletSampler
+from ..data.sampler import SequenceCollator, SequenceReader, build_train_sampler
 from ..errors import DataError, RunError
 from ..evaluation.result import EvaluationResult
 from ..locking import OutputLock
@@ -264,7 +264,7 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     use_amp, amp_dtype = amp_settings(trainer["enable_float16"], ctx.device, trainer.get("amp_dtype"))
     scaler = torch.amp.GradScaler(ctx.device.type) if use_amp and amp_dtype == torch.float16 else None
     sampler_cfg = trainer["sampler"]
-    TripletSampler(train_set.labels, sampler_cfg["batch_size"])  # refuses a batch larger than the subjects
+    build_train_sampler(sampler_cfg, train_set.labels)  # refuses a batch larger than the train set allows
 
     lock = lock_run_dir(run_dir) if ctx.rank == 0 else None  # creates the run directory: nothing was refused
     try:
@@ -297,9 +297,8 @@ def _train_loop(cfg, ctx, run_dir, train_set, test_set, model, losses, optimizer
     forward = torch.compile(model) if trainer.get("compile") else model
 
     sampler_cfg = trainer["sampler"]
-    sampler = TripletSampler(train_set.labels, sampler_cfg["batch_size"], seed=trainer["seed"],
-                             batch_shuffle=sampler_cfg.get("batch_shuffle", False), start_iteration=start,
-                             rank=ctx.rank, world_size=ctx.world_size)
+    sampler = build_train_sampler(sampler_cfg, train_set.labels, seed=trainer["seed"], start_iteration=start,
+                                  rank=ctx.rank, world_size=ctx.world_size)
     collator = SequenceCollator(sampler_cfg, trainer["transform"], seed=trainer["seed"])
     workers = cfg["data_cfg"].get("num_workers", 0)
     # Pinned batches on CUDA: the non_blocking copies below then overlap the GPU's work instead of staging
