@@ -113,7 +113,7 @@ def test_corrupt_rng_state_is_one_line(tiny, capsys):  # noqa: F811
 
 def test_second_training_into_a_locked_run_directory_is_refused(tiny, capsys):  # noqa: F811
     cfg = cfg_of(tiny)
-    from gaitrec.engine.trainer import run_dir_of
+    from gaitrec.engine.checkpoint import run_dir_of
     holder = lock_run_dir(run_dir_of(cfg))
     try:
         assert main(["train", str(tiny), "--no-test", "--quiet"]) == 2

@@ -240,7 +240,7 @@ def test_short_training_run_lowers_the_loss(name):
 
 @pytest.mark.parametrize("name", ["Baseline", "GaitGL", "DeepGaitV2-3d", "GaitPart"])
 def test_channels_last_placement_keeps_the_embeddings(name):
-    from gaitrec.engine.inference import place_model
+    from gaitrec.device import place_model
 
     plain = make(name).eval()
     fast = place_model(make(name).eval(), torch.device("cpu"), channels_last=True)

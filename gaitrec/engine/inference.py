@@ -15,6 +15,7 @@ from ..data.dataset import GaitDataset, build_datasets, resolve_partition
 from ..data.sampler import InferenceSampler, SequenceCollator, SequenceReader
 from ..evaluation.features import save_features
 from ..evaluation.result import EvaluationResult
+from ..device import place_model
 from .distributed import DistContext
 
 log = logging.getLogger("gaitrec")
@@ -23,20 +24,6 @@ log = logging.getLogger("gaitrec")
 def interactive() -> bool:
     """Whether progress bars have a terminal to draw on (in a log file each redraw would be a line)."""
     return sys.stderr.isatty()
-
-
-def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
-    """Move a model to its device, its convolutions in channels-last memory format if asked (faster on CPU):
-    2D convolutions channels_last, 3D ones channels_last_3d (one format for the whole model would reject
-    the other rank)."""
-    model.to(device)
-    if channels_last:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv3d):
-                module.to(memory_format=torch.channels_last_3d)
-            elif isinstance(module, torch.nn.Conv2d):
-                module.to(memory_format=torch.channels_last)
-    return model
 
 
 def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, strict: bool = True
@@ -61,8 +48,7 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
     """
     from ..config import config_from_dict, load_config
     from ..registry import ConfigError
-    from .checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
-    from .trainer import run_dir_of
+    from .checkpoint import checkpoint_for_hint, list_checkpoints, load_checkpoint, run_dir_of
 
     checkpoint = Path(checkpoint) if checkpoint else None
     if target is None:
@@ -97,11 +83,8 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
     ev = cfg["evaluator_cfg"]
     run_dir = run_dir_of(cfg, ev["save_name"])
     if checkpoint is None:
-        if isinstance(ev["restore_hint"], str):
-            checkpoint = Path(ev["restore_hint"])
-        elif ev["restore_hint"] > 0:
-            checkpoint = checkpoint_path(run_dir, ev["save_name"], ev["restore_hint"])
-        else:
+        checkpoint = checkpoint_for_hint(run_dir, ev["save_name"], ev["restore_hint"])
+        if checkpoint is None:
             raise ConfigError("no checkpoint: pass --checkpoint PATH or set evaluator_cfg.restore_hint")
     return cfg, checkpoint, run_dir
 

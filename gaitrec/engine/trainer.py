@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from ..config import dump, loss_entries, torch_class
 from ..data.dataset import build_datasets
-from ..data.pickle_io import atomic_write_bytes
+from ..files import atomic_write_bytes
 from ..data.sampler import SequenceCollator, SequenceReader, build_train_sampler
+from ..device import place_model
 from ..errors import DataError, RunError
 from ..evaluation.result import EvaluationResult
 from ..locking import OutputLock
@@ -28,22 +29,15 @@ from ..losses import build_losses, total_loss
 from ..models import create_model
 from ..registry import ConfigError
 from . import distributed as dist_utils
-from .checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, load_model_weights, prune_checkpoints,
-                         save_checkpoint)
-from .inference import interactive, place_model, run_test
+from .checkpoint import (checkpoint_for_hint, checkpoint_path, list_checkpoints, load_checkpoint, load_model_weights,
+                         prune_checkpoints, run_dir_of, save_checkpoint)
+from .inference import interactive, run_test
 
 log = logging.getLogger("gaitrec")
 
 
 class NonFiniteLossError(RunError, FloatingPointError):
     """The loss became NaN or infinite (a learning rate too high, bad data); a FloatingPointError as before."""
-
-
-def run_dir_of(cfg: dict, save_name: str | None = None) -> Path:
-    """``<output_root>/<dataset>/<model>/<save_name>``, OpenGait's layout."""
-    trainer = cfg["trainer_cfg"]
-    return (Path(trainer.get("output_root", "output")) / cfg["data_cfg"]["dataset_name"]
-            / cfg["model_cfg"]["model"] / (save_name or trainer["save_name"]))
 
 
 def config_for_run(cfg: dict) -> dict:
@@ -157,7 +151,7 @@ def restore(cfg: dict, run_dir: Path, model, optimizer, scheduler, scaler,
     if hint == 0:
         return 0, None, []
     if state is None:
-        path = checkpoint_path(run_dir, trainer["save_name"], hint) if isinstance(hint, int) else Path(hint)
+        path = checkpoint_for_hint(run_dir, trainer["save_name"], hint)
         state = load_checkpoint(path)
     strict = trainer["restore_ckpt_strict"]
     load_model_weights(model, state, strict=strict, where=str(path))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.pickle_io import atomic_write_bytes
+from ..files import atomic_write_bytes
 from .result import EvaluationResult
 
 
