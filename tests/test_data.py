@@ -183,9 +183,83 @@ def test_compose_and_augmentations_keep_shape():
         build_transform([{"type": "BaseSilTransform"}, {"type": "BaseSilTransform"}])
 
 
+def _blob(row: int, col: int, height: int = 64, width: int = 64, frames: int = 2) -> np.ndarray:
+    seq = np.zeros((frames, height, width), np.float32)
+    seq[:, row - 2:row + 3, col - 2:col + 3] = 1.0
+    return seq
+
+
+def _centroid(frame: np.ndarray) -> np.ndarray:
+    rows, cols = np.indices(frame.shape)
+    return np.array([(rows * frame).sum(), (cols * frame).sum()]) / frame.sum()
+
+
+def test_horizontal_flip_mirrors_every_frame_and_prob_zero_keeps_the_input():
+    seq = _blob(20, 10)
+    flipped = build_transform({"type": "RandomHorizontalFlip", "prob": 1.0})(seq, np.random.default_rng(0))
+    assert np.array_equal(flipped, seq[..., ::-1])
+    assert _centroid(flipped[0]).tolist() == [20.0, 53.0]
+    for name in ("RandomHorizontalFlip", "RandomRotate", "RandomPerspective", "RandomAffine", "RandomErasing"):
+        assert build_transform({"type": name, "prob": 0.0})(seq, np.random.default_rng(0)) is seq, name
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_random_erasing_zeroes_one_rectangle_of_the_asked_area(per_frame):
+    seq = np.ones((3, 64, 44), np.float32)
+    erase = build_transform({"type": "RandomErasing", "prob": 1.0, "sl": 0.05, "sh": 0.2, "per_frame": per_frame})
+    out = erase(seq, np.random.default_rng(4))
+    boxes = []
+    for frame in out:
+        rows, cols = np.nonzero(frame == 0)
+        box = (rows.min(), rows.max(), cols.min(), cols.max())
+        area = (box[1] - box[0] + 1) * (box[3] - box[2] + 1)
+        assert area == len(rows)  # the zeros fill their bounding box: one rectangle
+        assert 0.04 * 64 * 44 <= area <= 0.21 * 64 * 44  # sl..sh of the frame, up to rounding of the sides
+        boxes.append(box)
+    assert (len(set(boxes)) > 1) == per_frame  # the same rectangle on every frame unless per_frame
+    assert np.all(out[out != 0] == 1) and np.all(seq == 1)  # the rest untouched, the input not modified
+
+
+def test_random_rotate_turns_about_the_centre_by_at_most_degree():
+    angles, rotate = [], build_transform({"type": "RandomRotate", "prob": 1.0, "degree": 30})
+    for seed in range(6):
+        out = rotate(_blob(32, 52), np.random.default_rng(seed))
+        row, col = _centroid(out[0]) - 32  # relative to the frame centre (32, 32)
+        assert np.hypot(row, col) == pytest.approx(20, abs=0.5)  # a rotation keeps the distance to the centre
+        assert np.allclose(out[0], out[1])  # one angle for the whole sequence
+        angles.append(np.degrees(np.arctan2(-row, col)))
+    assert all(abs(a) <= 30.5 for a in angles) and max(abs(a) for a in angles) > 5
+
+
+def test_random_perspective_stretches_a_side_trapezoid_to_the_frame():
+    seq = np.zeros((2, 64, 44), np.float32)
+    seq[:, 24:40, :] = 1.0  # a full-width stripe, 16 rows
+    seq[:, 30:34, 20:24] = 2.0  # a mark in the middle of it
+    for seed in range(4):
+        out = build_transform({"type": "RandomPerspective", "prob": 1.0})(seq, np.random.default_rng(seed))
+        full_rows = [r for r in range(64) if np.all(out[0, r, 1:-1] >= 0.99)]
+        assert len(full_rows) >= 12  # the stripe still spans the width: the trapezoid is stretched to the frame
+        content = np.nonzero(out[0].any(axis=1))[0]
+        assert content.min() >= 18 and content.max() <= 46  # vertically it moves a few rows at most
+        mark_col = _centroid(out[0] > 1.5)[1]
+        assert abs(mark_col - 21.5) <= 10  # corners move within the side margins (44 // 44 * 10 pixels)
+        assert np.allclose(out[0], out[1])  # one warp for the whole sequence
+
+
+def test_random_affine_moves_content_by_at_most_the_anchor_shift():
+    seq = _blob(32, 32, width=44)
+    moved = []
+    for seed in range(6):
+        out = build_transform({"type": "RandomAffine", "prob": 1.0})(seq, np.random.default_rng(seed))
+        shift = np.abs(_centroid(out[0]) - _centroid(seq[0]))
+        assert np.all(shift <= 2 * 10)  # anchors move by under h // 64 * 10 = 10 pixels each
+        assert np.allclose(out[0], out[1])  # one warp for the whole sequence
+        moved.append(shift.max())
+    assert max(moved) > 0.5
+
+
 def test_reader_and_loader_with_workers(constructed_dataset):
     ds = GaitDataset(PklSource(constructed_dataset))
-    sampler = TripletSampler(ds.labels, [2, 2], seed=0)
     collate = SequenceCollator({"sample_type": "fixed_unordered", "frames_num_fixed": 4},
                                [{"type": "BaseSilTransform"}], seed=0)
     batches = []
@@ -195,7 +269,10 @@ def test_reader_and_loader_with_workers(constructed_dataset):
         batches.append([b for _, b in zip(range(3), loader)])
     for a, b in zip(*batches):  # identical regardless of the number of worker processes
         assert torch.equal(a["sils"], b["sils"]) and torch.equal(a["labels"], b["labels"])
-    assert sampler.subjects == 2
+    for batch in batches[0]:  # P x K through the loader: two subjects, two sequences each, in that order
+        labels = batch["labels"].reshape(2, 2)
+        assert batch["sils"].shape[:2] == (4, 4)  # four sequences of four frames
+        assert (labels[:, 0] == labels[:, 1]).all() and labels[0, 0] != labels[1, 0]
 
 
 def test_partition_resolution(tmp_path, partition_file):

@@ -222,6 +222,22 @@ def test_rerank_keeps_perfect_features_perfect():
     assert evaluate(grew_features(25, 2), "grew", rerank=True, device="cpu")["results"]["rank1"] == 100.0
 
 
+def test_rerank_by_hand_on_three_points():
+    # Probe p and gallery g1, g2 on a line at 0, 1 and 3. k1 = k2 = 1: reciprocal sets R(p) = R(g1) = {p, g1},
+    # R(g2) = {g2}. Rows are distances divided by the row maximum (the matrix is symmetric):
+    # p: [0, 1/3, 1], g1: [1/2, 0, 1], g2: [1, 2/3, 0].
+    joint = np.array([[0.0, 1.0, 3.0], [1.0, 0.0, 2.0], [3.0, 2.0, 0.0]])
+    v_p = np.exp(-np.array([0.0, 1 / 3])) / np.exp(-np.array([0.0, 1 / 3])).sum()  # weights on (p, g1)
+    v_g1 = np.exp(-np.array([0.5, 0.0])) / np.exp(-np.array([0.5, 0.0])).sum()
+    shared = np.minimum(v_p, v_g1).sum()
+    jaccard_g1 = 1 - shared / (2 - shared)
+    expected = [[0.7 * jaccard_g1 + 0.3 * (1 / 3), 0.7 * 1.0 + 0.3 * 1.0]]  # g2 shares nothing with p
+    out = k_reciprocal_rerank(joint, 1, k1=1, k2=1, lambda_value=0.3)
+    assert np.allclose(out, expected, atol=2e-3)  # float16 encodings, as OpenGait stores them
+    assert np.allclose(k_reciprocal_rerank(joint, 1, k1=1, k2=1, lambda_value=1.0), [[1 / 3, 1.0]], atol=1e-3)
+    assert np.allclose(k_reciprocal_rerank(joint, 1, k1=1, k2=1, lambda_value=0.0), [[jaccard_g1, 1.0]], atol=2e-3)
+
+
 def test_rerank_shape_and_range():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(30, 8, 2))
