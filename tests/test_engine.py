@@ -253,11 +253,14 @@ def test_fp16_grad_scaler_logs_skipped_steps(tiny):
     initial = create_model(cfg["model_cfg"]).state_dict()
     for key in ("Backbone.forward_block.feature.0.conv.weight", "FCs.fc_bin"):
         assert torch.equal(state["model"][key], initial[key]), key
-    # a normal fp16 run trains: finite losses and no step skipped for overflow
+    # a normal fp16 run trains: finite losses, and once the scale has backed off from its start (the first
+    # steps may overflow) the steps are taken and the weights move
     ok = train(cfg_of(tiny, "trainer_cfg.enable_float16=true", "trainer_cfg.amp_dtype=float16",
                       "trainer_cfg.save_name=fp16"), progress=False, test_at_end=False)
     assert all(np.isfinite(h["loss"]) for h in ok["history"])
-    assert "overflowed" not in (ok["run_dir"] / "train.log").read_text()
+    assert (ok["run_dir"] / "train.log").read_text().count("overflowed, step skipped") < 6
+    trained = load_checkpoint(ok["run_dir"] / "checkpoints" / "fp16-00006.pt")["model"]
+    assert not torch.equal(trained["FCs.fc_bin"], initial["FCs.fc_bin"])
 
 
 def test_a_run_directory_or_a_checkpoint_alone_is_enough_to_test(tiny, tmp_path, monkeypatch, capsys):
