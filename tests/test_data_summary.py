@@ -78,6 +78,7 @@ def test_unknown_protocol_is_an_error(pkl_root):
         dataset_info(pkl_root, dataset="GREW")
 
 
+@pytest.mark.slow  # matplotlib
 def test_contact_sheet(pkl_root, tmp_path):
     path = write_contact_sheet(pkl_root, tmp_path / "sheet.png", n=4, seed=1, frames_per_sequence=3)
     image = cv2.imread(str(path))

@@ -14,6 +14,8 @@ from gaitrec.engine.checkpoint import list_checkpoints, load_checkpoint
 from gaitrec.engine.trainer import train
 from gaitrec.errors import RunError
 
+pytestmark = pytest.mark.slow  # training runs, two-process runs
+
 CONFIG = """
 data_cfg:
   dataset_name: Tiny

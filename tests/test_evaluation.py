@@ -340,6 +340,7 @@ def test_print_table_shows_conditions_views_and_means():
     assert "rank20" in report.print_table(evaluate(grew_features(25, 1), "grew", device="cpu"))
 
 
+@pytest.mark.slow  # the first matplotlib figures
 def test_write_report_files_and_overwrite(tmp_path):
     result = evaluate(casia_b_perfect(), "casia-b", device="cpu")
     written = report.write_report(result, tmp_path)
@@ -354,6 +355,7 @@ def test_write_report_files_and_overwrite(tmp_path):
     assert len(report.write_report(result, tmp_path, overwrite=True)) == 5
 
 
+@pytest.mark.slow
 def test_write_report_cmc_and_submission(tmp_path):
     written = report.write_report(evaluate(grew_features(25, 1), "grew", device="cpu"), tmp_path / "grew")
     assert [p.name for p in written] == ["cmc.png", "results.json", "results.md"]

@@ -20,6 +20,7 @@ from gaitrec.errors import RunError
 from test_engine import cfg_of, tiny  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # killed and resumed training runs
 
 KILLER = """
 import os, signal, sys

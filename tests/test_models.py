@@ -209,6 +209,7 @@ def test_resnet9_bottleneck_and_skipped_stage():
         create_model(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_short_training_run_lowers_the_loss(name):
     """A few Adam steps on one fixed batch of SynthGait walks (4 subjects x 2 sequences) lower the loss."""
