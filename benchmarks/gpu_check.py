@@ -670,7 +670,7 @@ def step_casia_b(run: Run, clock: Clock) -> list[str]:
         embedded = time.perf_counter()
         result = evaluate_config(cfg, features, device)
         done = time.perf_counter()
-        scores = result["results"]
+        scores = result.figures
         precision = "fp16" if cfg["evaluator_cfg"].get("enable_float16") and device.type == "cuda" else "fp32"
         run.report.check(f"casia-b-sized test {name}", len(features["embeddings"]) == len(dataset)
                          and {"NM-rank1", "BG-rank1", "CL-rank1"} <= set(scores),
