@@ -52,7 +52,7 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     n = len(features["labels"])
     print(f"{n} sequences ({gigabytes:.2f} GB of embeddings, made in {made:.0f} s): evaluated in {seconds:.0f} s, "
-          f"peak memory {peak:.2f} GiB, rank-1 {result['results']['rank1']:.3f}% (chance)")
+          f"peak memory {peak:.2f} GiB, rank-1 {result.figures['rank1']:.3f}% (chance)")
     if args.write:
         write_section("Evaluation at OU-MVLP size (bench_eval_scale.py)", "\n".join([
             f"`python benchmarks/bench_eval_scale.py --write`. {platform.machine()}, {os.cpu_count()} CPUs, "

@@ -35,7 +35,7 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from results_md import write_section  # noqa: E402
-from gaitrec.engine.inference import place_model  # noqa: E402
+from gaitrec.device import place_model  # noqa: E402
 from gaitrec.config import load_config, loss_entries  # noqa: E402
 from gaitrec.losses import build_losses, total_loss  # noqa: E402
 from gaitrec.models import create_model  # noqa: E402

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from gaitrec.config import load_config, loss_entries  # noqa: E402
 from gaitrec.demo import DEMO_CONFIG  # noqa: E402
-from gaitrec.engine.inference import place_model  # noqa: E402
+from gaitrec.device import place_model  # noqa: E402
 from gaitrec.losses import build_losses, total_loss  # noqa: E402
 from gaitrec.models import create_model  # noqa: E402
 from gaitrec.threads import choose_threads, usable_cores  # noqa: E402

@@ -54,7 +54,8 @@ from gaitrec.data.dataset import GaitDataset, SequenceInfo, read_partition, reso
 from gaitrec.data.transforms import build_transform  # noqa: E402
 from gaitrec.engine.checkpoint import checkpoint_path, load_checkpoint, load_model_weights  # noqa: E402
 from gaitrec.engine.distributed import DistContext  # noqa: E402
-from gaitrec.engine.inference import evaluate_config, extract_features, place_model  # noqa: E402
+from gaitrec.device import place_model  # noqa: E402
+from gaitrec.engine.inference import evaluate_config, extract_features  # noqa: E402
 from gaitrec.models import create_model  # noqa: E402
 from gaitrec.synth.body import TYPES, VIEWS  # noqa: E402
 from gaitrec.synth.dataset import generate_dataset, render_views  # noqa: E402
@@ -669,7 +670,7 @@ def step_casia_b(run: Run, clock: Clock) -> list[str]:
         embedded = time.perf_counter()
         result = evaluate_config(cfg, features, device)
         done = time.perf_counter()
-        scores = result["results"]
+        scores = result.figures
         precision = "fp16" if cfg["evaluator_cfg"].get("enable_float16") and device.type == "cuda" else "fp32"
         run.report.check(f"casia-b-sized test {name}", len(features["embeddings"]) == len(dataset)
                          and {"NM-rank1", "BG-rank1", "CL-rank1"} <= set(scores),

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from gaitrec.data.pickle_io import atomic_write_bytes  # noqa: E402
+from gaitrec.files import atomic_write_bytes  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

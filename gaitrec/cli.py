@@ -10,6 +10,7 @@ import threading
 import warnings
 from pathlib import Path
 
+from .benchmarks import benchmarks_with, protocol_rules
 from .errors import ConfigError, UserError
 
 # Commands that never run torch: they skip setting its thread count (importing torch takes seconds).
@@ -174,7 +175,7 @@ def cmd_evaluate(args) -> int:
     if args.output:
         write_report(result, args.output, overwrite=args.overwrite)
     if args.json:
-        print(json.dumps(rounded(result), indent=2))
+        print(json.dumps(rounded(result.to_json()), indent=2))
     else:
         print(print_table(result))
     return 0
@@ -275,7 +276,7 @@ def cmd_unpack(args) -> int:
 
 
 def cmd_data_info(args) -> int:
-    from .data.inspect import dataset_info, format_info, write_contact_sheet
+    from .data.summary import dataset_info, format_info, write_contact_sheet
 
     info = dataset_info(args.root, partition=args.partition)
     print(json.dumps(info, indent=2, default=str) if args.json else format_info(info))
@@ -290,7 +291,7 @@ def cmd_data_info(args) -> int:
 
 
 def cmd_data_verify(args) -> int:
-    from .data.inspect import verify_dataset
+    from .data.summary import verify_dataset
 
     result = verify_dataset(args.root, progress=not args.quiet)
     if result["bad"]:
@@ -475,8 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate a features.npz with a benchmark protocol")
     p.add_argument("features", help="features.npz written by gaitrec test")
     p.add_argument("--protocol", required=True,
-                   help="casia-b, casia-b-cross-view, oumvlp, oumvlp-cross-view, casia-e, sustech1k, grew, "
-                   "grew-submission, gait3d")
+                   help=", ".join(protocol_rules()))
     p.add_argument("--metric", choices=["euc", "cos"], default="euc", help="distance (default: euc)")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     p.add_argument("--probe-set", help="partition JSON with PROBE_SET (gait3d; default: the shipped Gait3D.json)")
@@ -536,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretreat", help="raw silhouette frames -> aligned arrays (pkl layout or packed store)")
     p.add_argument("input", help="raw dataset root")
     p.add_argument("output", help="output root")
-    p.add_argument("--dataset", default="casia-b", choices=["casia-b", "oumvlp", "grew", "gait3d"],
+    p.add_argument("--dataset", default="casia-b", choices=[b.name.lower() for b in benchmarks_with("raw_layout")],
                    help="raw layout (default casia-b)")
     p.add_argument("--img-size", type=int, default=64, help="output height and width (default 64; GLN uses 128)")
     p.add_argument("--workers", type=int, default=None,

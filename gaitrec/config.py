@@ -575,21 +575,20 @@ def _check_sampler(sampler: dict, where: str, source: str, training: bool) -> di
     ignored keys."""
     kept = {k: v for k, v in sampler.items() if k not in SamplerConfig.IGNORED}
     settings = section_from_dict(SamplerConfig, sampler, where, source)
-    # Training draws P x K batches, testing walks every sequence once: each stage has one sampler.
-    expected = "TripletSampler" if training else "InferenceSampler"
-    if SAMPLERS.get(sampler.get("type", "")) is not SAMPLERS.get(expected):
-        raise ConfigError(f"{source}: {where}.type must be {expected}, got {sampler.get('type')!r}")
+    # Training draws batches (P x K, or any sequences), testing walks every sequence once: each stage has its own.
+    stage = "train" if training else "test"
+    fitting = [name for name in SAMPLERS.names() if SAMPLERS.get(name).stage == stage]
+    chosen = SAMPLERS.get(sampler["type"]) if sampler.get("type") in SAMPLERS else None
+    if chosen is None or chosen.stage != stage:
+        raise ConfigError(f"{source}: {where}.type must be one of {', '.join(fitting)}, got {sampler.get('type')!r}")
     sample_type = sampler.get("sample_type")
     if sample_type not in SAMPLE_TYPES:
         hint = closest(str(sample_type), SAMPLE_TYPES)
         raise ConfigError(f"{source}: {where}.sample_type {sample_type!r} is not one of {', '.join(SAMPLE_TYPES)}"
                           + (f" (did you mean {hint!r}?)" if hint else ""))
-    batch = sampler.get("batch_size")
-    if training:
-        if not (isinstance(batch, list) and len(batch) == 2 and all(type(b) is int and b > 0 for b in batch)):
-            raise ConfigError(f"{source}: {where}.batch_size must be [subjects, sequences per subject], got {batch!r}")
-    elif not (type(batch) is int and batch > 0):
-        raise ConfigError(f"{source}: {where}.batch_size must be a positive integer, got {batch!r}")
+    batch_error = chosen.batch_size_error(sampler.get("batch_size"))
+    if batch_error:
+        raise ConfigError(f"{source}: {where}.{batch_error}")
     for key in ("frames_num_fixed", "frames_num_min", "frames_num_max", "frames_skip_num"):
         if key in sampler and sampler[key] < (0 if key == "frames_skip_num" else 1):
             raise ConfigError(f"{source}: {where}.{key} must be positive, got {sampler[key]!r}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import CONFIG_DIR, load_config
-from .data.pickle_io import atomic_write_bytes
+from .files import atomic_write_bytes
 
 CONFIG = CONFIG_DIR / "default_model.yaml"
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"

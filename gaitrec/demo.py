@@ -84,7 +84,7 @@ def run_video_demo(out_dir: Path, progress: bool = True) -> dict:
     annotated street video and ``results.json`` into ``out_dir``; returns the figures."""
     import json
 
-    from .data.pickle_io import atomic_write_bytes
+    from .files import atomic_write_bytes
     from .embed import Embedder
     from .evaluation.template import template_distances
     from .gallery import Gallery

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from .errors import ConfigError
 from . import __version__
-from .data.pickle_io import atomic_write_bytes
+from .files import atomic_write_bytes
 
 FORMATS = ("torchscript", "onnx")
 INPUT_NAME, OUTPUT_NAME = "silhouettes", "embeddings"

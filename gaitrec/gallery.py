@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .data.pickle_io import atomic_write_bytes
+from .files import atomic_write_bytes
 from .evaluation.distance import distance_blocks
 
 SCHEMA_VERSION = 1

@@ -153,8 +153,16 @@ def test_unknown_protocol_is_caught_at_load_time(tmp_path):
 
 
 def test_each_stage_takes_its_own_sampler(tmp_path):
-    with pytest.raises(ConfigError, match="trainer_cfg.sampler.type must be TripletSampler, got 'InferenceSampler'"):
+    with pytest.raises(ConfigError, match=r"trainer_cfg.sampler.type must be one of .*TripletSampler.*, "
+                                          r"got 'InferenceSampler'"):
         load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  sampler:\n    type: InferenceSampler\n"))
+    # OpenGait's other training samplers are accepted, each with its own batch_size form.
+    cfg = load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  sampler:\n    type: CommonSampler\n"
+                                                       "    batch_size: 12\n"))
+    assert cfg["trainer_cfg"]["sampler"]["type"] == "CommonSampler"
+    with pytest.raises(ConfigError, match="trainer_cfg.sampler.batch_size must be a positive integer, got \\[2, 3\\]"):
+        load_config(write(tmp_path, BASELINE_MODEL + "trainer_cfg:\n  sampler:\n    type: CommonSampler\n"
+                                                     "    batch_size: [2, 3]\n"))
 
 
 @pytest.mark.parametrize("value", ["-5", "0"])

@@ -6,7 +6,8 @@ import torch
 
 from gaitrec.data.dataset import GaitDataset, PklSource, build_datasets
 from gaitrec.data.pickle_io import save_array
-from gaitrec.data.sampler import InferenceSampler, SequenceCollator, SequenceReader, TripletSampler
+from gaitrec.data.sampler import (BilateralSampler, CommonSampler, InferenceSampler, SequenceCollator, SequenceReader,
+                                  TripletSampler, build_train_sampler)
 from gaitrec.data.transforms import BaseSilCuttingTransform, BaseSilTransform, build_transform
 from gaitrec.registry import ConfigError
 
@@ -78,6 +79,41 @@ def test_triplet_sampler_is_keyed_by_iteration_and_split_over_ranks():
         TripletSampler(labels, [7, 2])
 
 
+def test_common_sampler_draws_any_sequences_keyed_by_iteration():
+    labels = np.repeat(np.arange(3), 4)
+    batches = [b for _, b in zip(range(50), CommonSampler(labels, 6, seed=2))]
+    assert all(len(b) == 6 and [pos for _, pos, _ in b] == list(range(6)) for b in batches)
+    drawn = [i for b in batches for _, _, i in b]
+    assert set(drawn) == set(range(12))  # uniform over every sequence, no subject structure
+    assert any(len(set(i for _, _, i in b)) < 6 for b in batches)  # with replacement
+    assert next(iter(CommonSampler(labels, 6, seed=2, start_iteration=7))) == batches[7]
+    r1 = next(iter(CommonSampler(labels, 6, seed=2, rank=1, world_size=2)))
+    assert r1 == batches[0][1::2]
+
+
+def test_bilateral_sampler_walks_epochs_and_doubles_each_sequence():
+    labels = np.repeat(np.arange(5), 2)  # 10 sequences, batches of 2 x 2: two batches per epoch, 2 left over
+    sampler = BilateralSampler(labels, [2, 2], seed=0)
+    batches = [b for _, b in zip(range(4), sampler)]
+    for batch in batches:
+        first, second = batch[:4], batch[4:]
+        assert [i for _, _, i in first] == [i for _, _, i in second]  # each sequence twice ...
+        assert {pos for _, pos, _ in first}.isdisjoint(pos for _, pos, _ in second)  # ... with its own frames
+    epoch0 = [i for b in batches[:2] for _, _, i in b[:4]]
+    assert len(set(epoch0)) == 8  # no sequence twice within an epoch
+    assert [i for _, _, i in batches[2][:4]] != [i for _, _, i in batches[0][:4]]  # the next epoch reshuffles
+    with pytest.raises(ConfigError, match="asks for 12 sequences per batch but the train set has 10"):
+        BilateralSampler(labels, [3, 4])
+
+
+def test_training_sampler_is_built_from_the_config_type():
+    labels = np.repeat(np.arange(4), 3)
+    assert isinstance(build_train_sampler({"type": "CommonSampler", "batch_size": 5}, labels), CommonSampler)
+    assert isinstance(build_train_sampler({"type": "TripletSampler", "batch_size": [2, 2]}, labels), TripletSampler)
+    with pytest.raises(ConfigError, match="Did you mean 'CommonSampler'"):
+        build_train_sampler({"type": "CommonSampeler", "batch_size": 5}, labels)
+
+
 def test_inference_sampler_shards_cover_every_sequence_once():
     shards = [[i for b in InferenceSampler(10, 3, rank, 3) for _, _, i in b] for rank in range(3)]
     assert sorted(sum(shards, [])) == list(range(10))
@@ -147,9 +183,83 @@ def test_compose_and_augmentations_keep_shape():
         build_transform([{"type": "BaseSilTransform"}, {"type": "BaseSilTransform"}])
 
 
+def _blob(row: int, col: int, height: int = 64, width: int = 64, frames: int = 2) -> np.ndarray:
+    seq = np.zeros((frames, height, width), np.float32)
+    seq[:, row - 2:row + 3, col - 2:col + 3] = 1.0
+    return seq
+
+
+def _centroid(frame: np.ndarray) -> np.ndarray:
+    rows, cols = np.indices(frame.shape)
+    return np.array([(rows * frame).sum(), (cols * frame).sum()]) / frame.sum()
+
+
+def test_horizontal_flip_mirrors_every_frame_and_prob_zero_keeps_the_input():
+    seq = _blob(20, 10)
+    flipped = build_transform({"type": "RandomHorizontalFlip", "prob": 1.0})(seq, np.random.default_rng(0))
+    assert np.array_equal(flipped, seq[..., ::-1])
+    assert _centroid(flipped[0]).tolist() == [20.0, 53.0]
+    for name in ("RandomHorizontalFlip", "RandomRotate", "RandomPerspective", "RandomAffine", "RandomErasing"):
+        assert build_transform({"type": name, "prob": 0.0})(seq, np.random.default_rng(0)) is seq, name
+
+
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_random_erasing_zeroes_one_rectangle_of_the_asked_area(per_frame):
+    seq = np.ones((3, 64, 44), np.float32)
+    erase = build_transform({"type": "RandomErasing", "prob": 1.0, "sl": 0.05, "sh": 0.2, "per_frame": per_frame})
+    out = erase(seq, np.random.default_rng(4))
+    boxes = []
+    for frame in out:
+        rows, cols = np.nonzero(frame == 0)
+        box = (rows.min(), rows.max(), cols.min(), cols.max())
+        area = (box[1] - box[0] + 1) * (box[3] - box[2] + 1)
+        assert area == len(rows)  # the zeros fill their bounding box: one rectangle
+        assert 0.04 * 64 * 44 <= area <= 0.21 * 64 * 44  # sl..sh of the frame, up to rounding of the sides
+        boxes.append(box)
+    assert (len(set(boxes)) > 1) == per_frame  # the same rectangle on every frame unless per_frame
+    assert np.all(out[out != 0] == 1) and np.all(seq == 1)  # the rest untouched, the input not modified
+
+
+def test_random_rotate_turns_about_the_centre_by_at_most_degree():
+    angles, rotate = [], build_transform({"type": "RandomRotate", "prob": 1.0, "degree": 30})
+    for seed in range(6):
+        out = rotate(_blob(32, 52), np.random.default_rng(seed))
+        row, col = _centroid(out[0]) - 32  # relative to the frame centre (32, 32)
+        assert np.hypot(row, col) == pytest.approx(20, abs=0.5)  # a rotation keeps the distance to the centre
+        assert np.allclose(out[0], out[1])  # one angle for the whole sequence
+        angles.append(np.degrees(np.arctan2(-row, col)))
+    assert all(abs(a) <= 30.5 for a in angles) and max(abs(a) for a in angles) > 5
+
+
+def test_random_perspective_stretches_a_side_trapezoid_to_the_frame():
+    seq = np.zeros((2, 64, 44), np.float32)
+    seq[:, 24:40, :] = 1.0  # a full-width stripe, 16 rows
+    seq[:, 30:34, 20:24] = 2.0  # a mark in the middle of it
+    for seed in range(4):
+        out = build_transform({"type": "RandomPerspective", "prob": 1.0})(seq, np.random.default_rng(seed))
+        full_rows = [r for r in range(64) if np.all(out[0, r, 1:-1] >= 0.99)]
+        assert len(full_rows) >= 12  # the stripe still spans the width: the trapezoid is stretched to the frame
+        content = np.nonzero(out[0].any(axis=1))[0]
+        assert content.min() >= 18 and content.max() <= 46  # vertically it moves a few rows at most
+        mark_col = _centroid(out[0] > 1.5)[1]
+        assert abs(mark_col - 21.5) <= 10  # corners move within the side margins (44 // 44 * 10 pixels)
+        assert np.allclose(out[0], out[1])  # one warp for the whole sequence
+
+
+def test_random_affine_moves_content_by_at_most_the_anchor_shift():
+    seq = _blob(32, 32, width=44)
+    moved = []
+    for seed in range(6):
+        out = build_transform({"type": "RandomAffine", "prob": 1.0})(seq, np.random.default_rng(seed))
+        shift = np.abs(_centroid(out[0]) - _centroid(seq[0]))
+        assert np.all(shift <= 2 * 10)  # anchors move by under h // 64 * 10 = 10 pixels each
+        assert np.allclose(out[0], out[1])  # one warp for the whole sequence
+        moved.append(shift.max())
+    assert max(moved) > 0.5
+
+
 def test_reader_and_loader_with_workers(constructed_dataset):
     ds = GaitDataset(PklSource(constructed_dataset))
-    sampler = TripletSampler(ds.labels, [2, 2], seed=0)
     collate = SequenceCollator({"sample_type": "fixed_unordered", "frames_num_fixed": 4},
                                [{"type": "BaseSilTransform"}], seed=0)
     batches = []
@@ -159,7 +269,10 @@ def test_reader_and_loader_with_workers(constructed_dataset):
         batches.append([b for _, b in zip(range(3), loader)])
     for a, b in zip(*batches):  # identical regardless of the number of worker processes
         assert torch.equal(a["sils"], b["sils"]) and torch.equal(a["labels"], b["labels"])
-    assert sampler.subjects == 2
+    for batch in batches[0]:  # P x K through the loader: two subjects, two sequences each, in that order
+        labels = batch["labels"].reshape(2, 2)
+        assert batch["sils"].shape[:2] == (4, 4)  # four sequences of four frames
+        assert (labels[:, 0] == labels[:, 1]).all() and labels[0, 0] != labels[1, 0]
 
 
 def test_partition_resolution(tmp_path, partition_file):

@@ -9,6 +9,8 @@ import pytest
 from gaitrec.cli import main
 from gaitrec.config import CONFIG_DIR
 
+pytestmark = pytest.mark.slow  # the CLI in subprocesses and a full train/test round trip
+
 
 def run_cli(*args):
     proc = subprocess.run([sys.executable, "-m", "gaitrec", *map(str, args)], capture_output=True, text=True,

@@ -14,6 +14,8 @@ from gaitrec.engine.checkpoint import list_checkpoints, load_checkpoint
 from gaitrec.engine.trainer import train
 from gaitrec.errors import RunError
 
+pytestmark = pytest.mark.slow  # training runs, two-process runs
+
 CONFIG = """
 data_cfg:
   dataset_name: Tiny
@@ -123,10 +125,26 @@ def test_second_stage_loads_matching_weights_and_resets_optimizer(tiny):
                      "model_cfg.SeparateBNNecks.class_num=6"), progress=False, test_at_end=False)
 
 
-def test_bf16_autocast_on_cpu(tiny):
+def test_bf16_autocast_on_cpu(tiny, monkeypatch):
+    # Autocast must really run: the convolutions inside the model compute in bfloat16, the weights stay fp32.
+    from gaitrec.engine import trainer as trainer_module
+
+    seen = []
+    build = trainer_module.create_model
+
+    def watched(model_cfg):
+        model = build(model_cfg)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+        return model
+
+    monkeypatch.setattr(trainer_module, "create_model", watched)
     result = train(cfg_of(tiny, "trainer_cfg.enable_float16=true", "trainer_cfg.amp_dtype=bfloat16",
-                          "trainer_cfg.total_iter=2"), progress=False, test_at_end=False)
+                          "trainer_cfg.total_iter=2", "trainer_cfg.save_iter=2"), progress=False, test_at_end=False)
     assert all(np.isfinite(h["loss"]) for h in result["history"])
+    assert seen and set(seen) == {torch.bfloat16}
+    state = load_checkpoint(result["run_dir"] / "checkpoints" / "tiny-00002.pt")
+    assert {v.dtype for v in state["model"].values() if v.is_floating_point()} == {torch.float32}
 
 
 def test_non_finite_loss_stops_with_iteration_or_skips(tiny, monkeypatch):
@@ -144,6 +162,15 @@ def test_non_finite_loss_stops_with_iteration_or_skips(tiny, monkeypatch):
     result = train(cfg_of(tiny, "trainer_cfg.skip_nonfinite=true", "trainer_cfg.save_name=skip"), progress=False,
                    test_at_end=False)
     assert result["iteration"] == 6
+    assert (result["run_dir"] / "train.log").read_text().count("non-finite loss, step skipped") == 6
+    # Every step was skipped, so every weight is still the initial one (same seed, same initialisation).
+    from gaitrec.engine.trainer import set_seed
+    from gaitrec.models import create_model
+    set_seed(0)
+    model = create_model(cfg_of(tiny)["model_cfg"])
+    state = load_checkpoint(result["run_dir"] / "checkpoints" / "skip-00006.pt")["model"]
+    for name, parameter in model.named_parameters():
+        assert torch.equal(state[name], parameter.detach()), name
 
 
 def _torchrun(args, cwd, nproc=2):
@@ -228,11 +255,14 @@ def test_fp16_grad_scaler_logs_skipped_steps(tiny):
     initial = create_model(cfg["model_cfg"]).state_dict()
     for key in ("Backbone.forward_block.feature.0.conv.weight", "FCs.fc_bin"):
         assert torch.equal(state["model"][key], initial[key]), key
-    # a normal fp16 run trains: finite losses and no growth messages
+    # a normal fp16 run trains: finite losses, and once the scale has backed off from its start (the first
+    # steps may overflow) the steps are taken and the weights move
     ok = train(cfg_of(tiny, "trainer_cfg.enable_float16=true", "trainer_cfg.amp_dtype=float16",
                       "trainer_cfg.save_name=fp16"), progress=False, test_at_end=False)
     assert all(np.isfinite(h["loss"]) for h in ok["history"])
-    assert "grow" not in (ok["run_dir"] / "train.log").read_text()
+    assert (ok["run_dir"] / "train.log").read_text().count("overflowed, step skipped") < 6
+    trained = load_checkpoint(ok["run_dir"] / "checkpoints" / "fp16-00006.pt")["model"]
+    assert not torch.equal(trained["FCs.fc_bin"], initial["FCs.fc_bin"])
 
 
 def test_a_run_directory_or_a_checkpoint_alone_is_enough_to_test(tiny, tmp_path, monkeypatch, capsys):

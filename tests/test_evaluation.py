@@ -6,6 +6,7 @@ import pytest
 
 from gaitrec.evaluation import distance, metrics, protocols, report
 from gaitrec.evaluation.protocols import evaluate, protocol_for_eval_func
+from gaitrec.evaluation.result import EvaluationResult, Row
 from gaitrec.evaluation.rerank import k_reciprocal_rerank
 
 CASIA_B_TYPES = [f"nm-0{i}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"]
@@ -68,7 +69,27 @@ def test_perfect_features_give_100_on_casia_b():
     assert result["per_view"]["BG"] == {"000": 100.0, "090": 100.0, "180": 100.0}
     assert result["matrix"]["CL"]["views"] == ["000", "090", "180"]
     assert np.all(np.array(result["matrix"]["CL"]["accuracy"]) == 100)
-    json.dumps(result, allow_nan=False)
+    json.dumps(result.to_json(), allow_nan=False)
+
+
+def test_every_protocol_returns_one_shape_whose_rows_name_their_figure():
+    single = evaluate(casia_b_perfect(), "casia-b", device="cpu")
+    cross = evaluate(casia_b_perfect(), "casia-b-cross-view", device="cpu")
+    rows = [(s, t, v, i) for i, s in enumerate(["002", "004"]) for t in ("00", "01") for v in ("000", "090")]
+    ou = evaluate(features(rows), "oumvlp", device="cpu")
+    grew_result = evaluate(grew_features(25, 1), "grew", device="cpu")
+    assert [(r.condition, r.measure, r.figure, r.label) for r in single.rows[:1]] == [("NM", "rank1", "NM-rank1", "NM")]
+    assert [(r.measure, r.figure, r.label) for r in cross.rows[:2]] == [("rank1", "NM-rank1", "NM-rank1"),
+                                                                        ("mAP", "NM-mAP", "NM-mAP")]
+    # OU-MVLP names its one figure rank1; its row says so instead of leaving the reader to guess.
+    assert [(r.condition, r.figure) for r in ou.rows] == [("NM", "rank1")] and ou.row_mean(ou.rows[0]) == 100.0
+    assert (single.headline, cross.headline, ou.headline, grew_result.headline) == ("NM-rank1", "NM-rank1",
+                                                                                      "rank1", "rank1")
+    assert grew_result.rows == [] and grew_result.to_json()["per_view"] == {}
+    for result in (single, cross, ou, grew_result):
+        data = json.loads(json.dumps(result.to_json(), allow_nan=False))
+        assert EvaluationResult.from_json(data) == result
+        assert data["results"][data["headline"]] == result.figures[result.headline]
 
 
 def test_identical_views_are_excluded():
@@ -201,6 +222,22 @@ def test_rerank_keeps_perfect_features_perfect():
     assert evaluate(grew_features(25, 2), "grew", rerank=True, device="cpu")["results"]["rank1"] == 100.0
 
 
+def test_rerank_by_hand_on_three_points():
+    # Probe p and gallery g1, g2 on a line at 0, 1 and 3. k1 = k2 = 1: reciprocal sets R(p) = R(g1) = {p, g1},
+    # R(g2) = {g2}. Rows are distances divided by the row maximum (the matrix is symmetric):
+    # p: [0, 1/3, 1], g1: [1/2, 0, 1], g2: [1, 2/3, 0].
+    joint = np.array([[0.0, 1.0, 3.0], [1.0, 0.0, 2.0], [3.0, 2.0, 0.0]])
+    v_p = np.exp(-np.array([0.0, 1 / 3])) / np.exp(-np.array([0.0, 1 / 3])).sum()  # weights on (p, g1)
+    v_g1 = np.exp(-np.array([0.5, 0.0])) / np.exp(-np.array([0.5, 0.0])).sum()
+    shared = np.minimum(v_p, v_g1).sum()
+    jaccard_g1 = 1 - shared / (2 - shared)
+    expected = [[0.7 * jaccard_g1 + 0.3 * (1 / 3), 0.7 * 1.0 + 0.3 * 1.0]]  # g2 shares nothing with p
+    out = k_reciprocal_rerank(joint, 1, k1=1, k2=1, lambda_value=0.3)
+    assert np.allclose(out, expected, atol=2e-3)  # float16 encodings, as OpenGait stores them
+    assert np.allclose(k_reciprocal_rerank(joint, 1, k1=1, k2=1, lambda_value=1.0), [[1 / 3, 1.0]], atol=1e-3)
+    assert np.allclose(k_reciprocal_rerank(joint, 1, k1=1, k2=1, lambda_value=0.0), [[jaccard_g1, 1.0]], atol=2e-3)
+
+
 def test_rerank_shape_and_range():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(30, 8, 2))
@@ -303,6 +340,7 @@ def test_print_table_shows_conditions_views_and_means():
     assert "rank20" in report.print_table(evaluate(grew_features(25, 1), "grew", device="cpu"))
 
 
+@pytest.mark.slow  # the first matplotlib figures
 def test_write_report_files_and_overwrite(tmp_path):
     result = evaluate(casia_b_perfect(), "casia-b", device="cpu")
     written = report.write_report(result, tmp_path)
@@ -317,6 +355,7 @@ def test_write_report_files_and_overwrite(tmp_path):
     assert len(report.write_report(result, tmp_path, overwrite=True)) == 5
 
 
+@pytest.mark.slow
 def test_write_report_cmc_and_submission(tmp_path):
     written = report.write_report(evaluate(grew_features(25, 1), "grew", device="cpu"), tmp_path / "grew")
     assert [p.name for p in written] == ["cmc.png", "results.json", "results.md"]
@@ -341,15 +380,16 @@ def test_probes_without_a_gallery_subject_are_counted_in_a_warning():
 
 
 def test_reported_figures_are_rounded_as_the_protocols_report_them(tmp_path, capsys):
-    result = {"protocol": "casia-b", "metric": "euc", "results": {"NM-rank1": 37.501999999999995},
-              "per_view": {"NM": {"000": 37.501999999999995, "090": 37.5}}}
+    result = EvaluationResult("casia-b", "euc", {"NM-rank1": 37.501999999999995}, "NM-rank1",
+                              [Row("NM", "rank1", "NM-rank1", "NM", {"000": 37.501999999999995, "090": 37.5})])
     report.write_report(result, tmp_path)
     text = (tmp_path / "results.json").read_text()
     assert "37.501999" not in text and json.loads(text)["results"]["NM-rank1"] == 37.5
 
 
 def test_heatmap_blanks_the_excluded_diagonal_and_names_model_checkpoint_and_metric():
-    result = {"model": "GaitSet", "checkpoint": "GaitSet-40000.pt", "protocol": "casia-b", "metric": "cos"}
+    result = EvaluationResult("casia-b", "cos", {"NM-rank1": 50.0}, "NM-rank1", model="GaitSet",
+                              checkpoint="GaitSet-40000.pt")
     title = report.report_title(result)
     assert title == "GaitSet GaitSet-40000.pt | casia-b (metric cos)"
     figure = report.heatmap_figure("NM", ["000", "090", "180"], np.full((3, 3), 50.0), title)

@@ -20,7 +20,8 @@ from test_models import EXPECTED, tiny
 from conftest import write_constructed_dataset
 
 torch.set_num_threads(1)
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.slow,  # TorchScript and ONNX export of every model family
+              pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")]
 
 DEMO_CONFIG = CONFIG_DIR / "demo" / "baseline_synthgait.yaml"  # the slim Baseline: 128 channels, 15 parts
 FRAME = (32, 32)

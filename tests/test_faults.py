@@ -20,6 +20,7 @@ from gaitrec.errors import RunError
 from test_engine import cfg_of, tiny  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # killed and resumed training runs
 
 KILLER = """
 import os, signal, sys
@@ -113,7 +114,7 @@ def test_corrupt_rng_state_is_one_line(tiny, capsys):  # noqa: F811
 
 def test_second_training_into_a_locked_run_directory_is_refused(tiny, capsys):  # noqa: F811
     cfg = cfg_of(tiny)
-    from gaitrec.engine.trainer import run_dir_of
+    from gaitrec.engine.checkpoint import run_dir_of
     holder = lock_run_dir(run_dir_of(cfg))
     try:
         assert main(["train", str(tiny), "--no-test", "--quiet"]) == 2

@@ -27,6 +27,8 @@ FUZZ = settings(max_examples=2000 if LONG else 30, deadline=None if LONG else 50
 # ----------------------------------------------------------------------------------------------- config
 from test_engine import CONFIG  # noqa: E402
 
+pytestmark = pytest.mark.slow  # property tests, 30 examples each
+
 CONFIG_KEYS = [
     "data_cfg.num_workers", "data_cfg.cache", "data_cfg.dataset_partition", "model_cfg.bin_num",
     "model_cfg.backbone_cfg", "model_cfg.backbone_cfg.layers_cfg", "model_cfg.backbone_cfg.in_channels",

@@ -25,6 +25,8 @@ from gaitrec.embed import Embedder, model_identity
 from gaitrec.gallery import (UNKNOWN, EnrolledSequence, Gallery, GalleryBusyError, ModelRecord, enroll,
                              identify)
 
+pytestmark = pytest.mark.slow  # trained models and concurrent gallery writers
+
 SUBJECTS = [f"{i:03d}" for i in range(1, 7)]
 REPO = Path(__file__).resolve().parent.parent
 

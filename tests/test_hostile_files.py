@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import hostile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # hostile files read in child processes
 
 
 def test_every_hostile_pickle_is_refused_within_a_small_memory_limit(tmp_path):

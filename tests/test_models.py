@@ -209,6 +209,7 @@ def test_resnet9_bottleneck_and_skipped_stage():
         create_model(cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_short_training_run_lowers_the_loss(name):
     """A few Adam steps on one fixed batch of SynthGait walks (4 subjects x 2 sequences) lower the loss."""
@@ -240,7 +241,7 @@ def test_short_training_run_lowers_the_loss(name):
 
 @pytest.mark.parametrize("name", ["Baseline", "GaitGL", "DeepGaitV2-3d", "GaitPart"])
 def test_channels_last_placement_keeps_the_embeddings(name):
-    from gaitrec.engine.inference import place_model
+    from gaitrec.device import place_model
 
     plain = make(name).eval()
     fast = place_model(make(name).eval(), torch.device("cpu"), channels_last=True)

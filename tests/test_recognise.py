@@ -16,6 +16,8 @@ from gaitrec.synth.street import Walker, render_street, score_tracks
 from gaitrec.video import extract_tracks
 from gaitrec.video.source import write_video
 
+pytestmark = pytest.mark.slow  # enrolment and identification from rendered videos
+
 SEED = 23  # SynthGait subjects unseen by the shipped model
 PEOPLE = ["ana", "ben", "chen"]
 STREET_VIEWS = [250, 110, 290]  # the enrolment clips walk at 270 / 090: the street sees other directions

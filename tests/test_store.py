@@ -179,6 +179,7 @@ def test_flipped_byte_is_found_by_verify(store):
     assert len(verify_store(root)) == 1
 
 
+@pytest.mark.slow
 def test_every_single_bit_flip_in_the_index_is_detected(store):
     root, _ = store
     original = (root / "store.json").read_bytes()

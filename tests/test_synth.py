@@ -247,6 +247,7 @@ def test_preview_shows_the_chosen_views_and_types_without_empty_tiles(tmp_path):
 SMALL = dict(subjects=2, frames=6, size=32, views=["090"], types=["nm-01"], progress=False)
 
 
+@pytest.mark.slow
 def test_two_writers_of_one_directory_produce_one_dataset(tmp_path):
     # Two processes race for one output: one writes, the other waits for the lock and reuses the result.
     script = ("import sys, json; from gaitrec.synth import generate_dataset; "

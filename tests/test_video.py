@@ -16,6 +16,8 @@ from gaitrec.synth.street import Walker, render_street, score_tracks, write_vide
 from gaitrec.video import ExtractOptions, extract_tracks, extract_video, iter_tracking, open_source
 from gaitrec.video.segment import legs_in_shadow
 
+pytestmark = pytest.mark.slow  # rendered street videos through extraction
+
 SIZE = (240, 320)
 
 

@@ -1,95 +1,32 @@
 """Datasets list sequences; they do not sample or transform.
 
 A sequence is one walk of one subject under one condition (type) seen from one camera (view). Its frames
-come from a *source*: the OpenGait ``.pkl`` layout ``root/<subject>/<type>/<view>/*.pkl`` (``PklSource``)
-or any other object with the same two members (``sequences`` and ``load``), such as the packed store.
+come from a *source* (``data.layout``): the OpenGait ``.pkl`` layout (``PklSource``) or the packed store
+(``data.store``); ``open_source`` picks the one a root holds.
 """
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from ..benchmarks import PARTITION_DIR, benchmarks_with, find_benchmark  # noqa: F401 (PARTITION_DIR re-exported)
 from ..config import DataConfig, read_section
 from ..errors import DataError
 from ..registry import ConfigError
-from .pickle_io import load_array, read_header
-
-
-@dataclass(frozen=True)
-class SequenceInfo:
-    subject: str
-    type: str
-    view: str
-    location: str  # where the frames live (a file, or a store offset), for messages
-
-
-class SequenceSource(Protocol):
-    sequences: list[SequenceInfo]
-
-    def load(self, index: int) -> np.ndarray:
-        """Frames of sequence ``index`` as uint8 ``[T, H, W]``."""
-
-
-class PklSource:
-    """Sequences in OpenGait's layout. ``data_in_use`` picks one of several ``.pkl`` files per folder
-    (booleans in sorted file order, as OpenGait)."""
-
-    def __init__(self, root: str | Path, data_in_use: Sequence[bool] | None = None):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise ConfigError(f"dataset root not found: {self.root}")
-        if data_in_use is not None and sum(bool(x) for x in data_in_use) != 1:
-            raise ConfigError(f"data_cfg.data_in_use {list(data_in_use)} must select exactly one modality: "
-                              "gaitrec models take one input array")
-        self.data_in_use = None if data_in_use is None else [bool(x) for x in data_in_use]
-        self.sequences: list[SequenceInfo] = []
-        self.empty_folders: list[Path] = []
-        for folder in sorted(p for p in self.root.glob("*/*/*") if p.is_dir()):
-            files = sorted(folder.glob("*.pkl"))
-            if not files:
-                self.empty_folders.append(folder)
-                continue
-            if self.data_in_use is not None:
-                if len(files) != len(self.data_in_use):
-                    raise ConfigError(f"{folder}: holds {len(files)} .pkl files but data_cfg.data_in_use has "
-                                      f"{len(self.data_in_use)} entries")
-                files = [f for f, use in zip(files, self.data_in_use) if use]
-            subject, type_, view = folder.relative_to(self.root).parts
-            self.sequences.append(SequenceInfo(subject, type_, view, str(files[0])))
-        if not self.sequences:
-            raise ConfigError(f"no sequences found under {self.root}: expected <subject>/<type>/<view>/*.pkl")
-
-    def load(self, index: int) -> np.ndarray:
-        return load_array(self.sequences[index].location)
-
-    def header(self, index: int) -> tuple[tuple[int, ...], np.dtype]:
-        """Declared shape and dtype of sequence ``index``, checked against the file's bytes, frames not built."""
-        header = read_header(self.sequences[index].location)
-        return header.shape, header.dtype
+from .layout import PklSource, SequenceInfo, SequenceSource  # noqa: F401 (re-exported)
+from .store import StoreSource, is_store
 
 
 def open_source(root: str | Path, data_in_use=None) -> SequenceSource:
     """The sequence source for a dataset root: a packed store if the root is one, else the ``.pkl`` layout."""
     root = Path(root)
-    try:
-        from . import store  # the packed store is optional at this layer
-    except ImportError:
-        store = None
-    if store is not None and store.is_store(root):
-        return store.StoreSource(root)
+    if is_store(root):
+        return StoreSource(root)
     return PklSource(root, data_in_use)
-
-
-PARTITION_DIR = Path(__file__).resolve().parent.parent / "partitions"
-# dataset_name as OpenGait configs spell it -> the partition file shipped with gaitrec
-SHIPPED_PARTITIONS = {"CASIA-B": "CASIA-B.json", "CASIA-B*": "CASIA-B.json", "OUMVLP": "OUMVLP.json",
-                      "GREW": "GREW.json", "Gait3D": "Gait3D.json", "CASIA-E": "CASIA-E.json",
-                      "SUSTech1K": "SUSTech1K.json"}
 
 
 def resolve_partition(path: str | Path | None, dataset_name: str | None = None) -> Path | None:
@@ -108,23 +45,35 @@ def resolve_partition(path: str | Path | None, dataset_name: str | None = None) 
         if shipped.is_file():
             return shipped
         raise ConfigError(f"dataset partition not found: {path}")
-    if dataset_name in SHIPPED_PARTITIONS:
-        return PARTITION_DIR / SHIPPED_PARTITIONS[dataset_name]
-    return None
+    bench = find_benchmark(dataset_name)
+    return None if bench is None else bench.partition_path
 
 
-def read_partition(path: str | Path) -> dict[str, list[str]]:
-    """A partition JSON: ``{"TRAIN_SET": [...], "TEST_SET": [...]}`` (Gait3D adds ``PROBE_SET``)."""
+def read_partition(path: str | Path, required: Sequence[str] = ("TRAIN_SET", "TEST_SET"),
+                   error: type[ValueError] = ConfigError) -> dict[str, list[str]]:
+    """A partition JSON: ``{"TRAIN_SET": [...], "TEST_SET": [...]}`` (Gait3D adds ``PROBE_SET``).
+
+    ``required`` lists the keys that must hold lists; problems raise ``error`` (ConfigError for a config's
+    partition, DataError where the file is evaluation data) naming the file.
+    """
     path = Path(path)
+    what = "probe set file" if required == ("PROBE_SET",) else "dataset partition"
     if not path.is_file():
-        raise ConfigError(f"dataset partition not found: {path}")
+        raise error(f"{what} not found: {path}")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    for key in ("TRAIN_SET", "TEST_SET"):
+        raise error(f"{path}: not valid JSON ({err})") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not a text file ({err})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a JSON object with {', '.join(required)} lists")
+    for key in required:
         if not isinstance(data.get(key), list):
-            raise ConfigError(f"{path}: missing list {key}")
+            if key == "PROBE_SET":
+                raise error(f"{path}: no PROBE_SET list; expected a partition JSON with PROBE_SET entries "
+                            "<subject>-<type>-<view>")
+            raise error(f"{path}: missing list {key}")
     return {k: [str(s) for s in v] for k, v in data.items() if isinstance(v, list)}
 
 
@@ -292,19 +241,16 @@ def check_partition_matches(source: SequenceSource, subjects: Sequence[str], key
     raise ConfigError(message)
 
 
-# Gallery types per dataset for ``remove_no_gallery`` (OU-MVLP: type 01 is the gallery, 00 the probes).
-GALLERY_TYPES = {"OUMVLP": ("01",)}
-
-
 def remove_probes_without_gallery(dataset: GaitDataset, dataset_name: str) -> int:
     """Drop test sequences of subjects that have no gallery sequence; returns how many were dropped.
 
     Without this, such probes stay in the test set and count as misses (OpenGait's OU-MVLP figures).
     """
-    if dataset_name not in GALLERY_TYPES:
-        raise ConfigError(f"data_cfg.remove_no_gallery applies to {', '.join(GALLERY_TYPES)} only, "
-                          f"not {dataset_name!r}")
-    gallery = GALLERY_TYPES[dataset_name]
+    bench = find_benchmark(dataset_name)
+    if bench is None or not bench.gallery_types:
+        applies = ", ".join(b.name for b in benchmarks_with("gallery_types"))
+        raise ConfigError(f"data_cfg.remove_no_gallery applies to {applies} only, not {dataset_name!r}")
+    gallery = bench.gallery_types
     with_gallery = {dataset.info(i).subject for i in range(len(dataset)) if dataset.info(i).type in gallery}
     kept = [key for i, key in enumerate(dataset.indices) if dataset.info(i).subject in with_gallery]
     dropped = len(dataset.indices) - len(kept)

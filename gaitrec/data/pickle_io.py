@@ -13,15 +13,14 @@ from __future__ import annotations
 import functools
 import io
 import math
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..files import atomic_write_bytes
 
 MAX_NDIM = 8
 # Plain numeric dtypes a sequence file may hold: bool, signed/unsigned integers and floats up to 8 bytes.
@@ -218,40 +217,3 @@ def save_array(path: str | Path, array: np.ndarray) -> None:
     buffer = io.BytesIO()
     pickle.dump(np.ascontiguousarray(array), buffer, protocol=4)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file so that readers see either the old content or the complete new one, never a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp creates 0600; outputs follow the umask
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_directory(path.parent)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and err.filename is None:  # a full disk's error names no file: name it
-            raise type(err)(err.errno, err.strerror or str(err), str(path)) from None
-        raise
-
-
-def current_umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def fsync_directory(folder: str | Path) -> None:
-    """Make a rename inside ``folder`` durable: without it a power cut can undo the rename."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -35,12 +35,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import DataError
-from ..registry import closest
+from ..benchmarks import benchmark, benchmarks_with
 from .pickle_io import save_array
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("CASIA-B", "OUMVLP", "GREW", "Gait3D")
 MIN_FRAMES = 5  # fewer valid frames than this gets a warning, as in OpenGait
 EMPTY_FRAME_SUM = 10000  # a frame whose pixel sum is at most this has no silhouette (about 40 white pixels)
 
@@ -48,15 +47,12 @@ SequenceKey = tuple[str, str, str]  # (subject, type, view)
 
 
 def dataset_name(name: str) -> str:
-    """The canonical dataset name (``CASIA-B``, ``OUMVLP``, ``GREW``, ``Gait3D``) for a spelling like ``casia-b``."""
-    squash = {re.sub(r"[-_ ]", "", n).lower(): n for n in DATASETS}
-    squashed = re.sub(r"[-_ ]", "", name).lower()
-    found = squash.get(squashed)
-    if found is None:
-        hint = squash.get(closest(squashed, squash) or "")
-        raise DataError(f"unknown dataset {name!r}: pretreatment knows {', '.join(DATASETS)}"
-                         + (f" (did you mean {hint}?)" if hint else ""))
-    return found
+    """The canonical name of a benchmark pretreatment knows (one with a ``raw_layout``) for a spelling like
+    ``casia-b``."""
+    try:
+        return benchmark(name, among=benchmarks_with("raw_layout")).name
+    except ValueError as err:
+        raise DataError(str(err)) from None
 
 
 # --------------------------------------------------------------------------------------------- one frame
@@ -207,17 +203,17 @@ def _list_grew(root: Path) -> dict[SequenceKey, list[Path]]:
     return groups
 
 
+# Benchmark.raw_layout -> the function that lists a raw dataset in that layout.
+RAW_LAYOUTS = {"nested": _list_nested, "oumvlp": _list_oumvlp, "grew": _list_grew}
+
+
 def list_raw_sequences(input_root: str | Path, dataset: str = "CASIA-B") -> dict[SequenceKey, list[Path]]:
     """The frames of every sequence of a raw dataset, keyed by (subject, type, view)."""
     root = Path(input_root)
     if not root.is_dir():
         raise DataError(f"raw dataset folder not found: {root}")
-    dataset = dataset_name(dataset)
-    if dataset == "OUMVLP":
-        return _list_oumvlp(root)
-    if dataset == "GREW":
-        return _list_grew(root)
-    return _list_nested(root)
+    layout = benchmark(dataset_name(dataset)).raw_layout
+    return RAW_LAYOUTS[layout](root)
 
 
 # ------------------------------------------------------------------------------------------ whole dataset
@@ -252,7 +248,7 @@ def pretreat(input_root: str | Path, output_root: str | Path, dataset: str = "CA
         raise DataError(f"no PNG frames found under {input_root} in the {dataset} raw layout")
     done = [k for k in sequences if output_file(pkl_root, k).is_file()]
     done_set = set(done)
-    align = dataset != "GREW"
+    align = not benchmark(dataset).aligned
     jobs = [(k, sequences[k], pkl_root, img_size, align) for k in sorted(sequences) if k not in done_set]
 
     summary = {

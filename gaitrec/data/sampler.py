@@ -22,9 +22,26 @@ from .transforms import build_transform
 ItemId = tuple[int, int, int]
 
 
+def _batch_error(batch_size, pair: bool) -> str | None:
+    if pair:
+        if not (isinstance(batch_size, list) and len(batch_size) == 2
+                and all(type(b) is int and b > 0 for b in batch_size)):
+            return f"batch_size must be [subjects, sequences per subject], got {batch_size!r}"
+    elif not (type(batch_size) is int and batch_size > 0):
+        return f"batch_size must be a positive integer, got {batch_size!r}"
+    return None
+
+
 @SAMPLERS.register()
 class TripletSampler:
     """Infinite P x K batches: P distinct subjects, K sequences each (with replacement if a subject has fewer)."""
+
+    stage = "train"
+
+    @staticmethod
+    def batch_size_error(batch_size) -> str | None:
+        """Why ``batch_size`` does not fit this sampler (None: it does)."""
+        return _batch_error(batch_size, pair=True)
 
     def __init__(self, labels: np.ndarray, batch_size: list[int], seed: int = 0, batch_shuffle: bool = False,
                  start_iteration: int = 0, rank: int = 0, world_size: int = 1):
@@ -59,9 +76,98 @@ class TripletSampler:
 
 
 @SAMPLERS.register()
+class CommonSampler:
+    """Infinite batches of ``batch_size`` sequences drawn uniformly, with replacement, from the whole train
+    set, with no subject structure (OpenGait's CommonSampler, for losses that need no P x K batch)."""
+
+    stage = "train"
+
+    @staticmethod
+    def batch_size_error(batch_size) -> str | None:
+        return _batch_error(batch_size, pair=False)
+
+    def __init__(self, labels: np.ndarray, batch_size: int, seed: int = 0, batch_shuffle: bool = False,
+                 start_iteration: int = 0, rank: int = 0, world_size: int = 1):
+        self.num_sequences, self.batch_size = len(labels), batch_size
+        self.seed, self.iteration = seed, start_iteration
+        self.rank, self.world_size = rank, world_size
+        if batch_size % world_size:
+            raise ConfigError(f"the global batch of {batch_size} does not split evenly over {world_size} processes")
+
+    def global_batch(self, iteration: int) -> list[int]:
+        rng = np.random.default_rng([self.seed, iteration, 0])
+        return rng.integers(0, self.num_sequences, self.batch_size).tolist()
+
+    def __iter__(self) -> Iterator[list[ItemId]]:
+        while True:
+            it = self.iteration
+            batch = self.global_batch(it)
+            self.iteration += 1
+            yield [(it, pos, idx) for pos, idx in enumerate(batch)][self.rank::self.world_size]
+
+
+@SAMPLERS.register()
+class BilateralSampler:
+    """Epochs over the train set in shuffled order, P x K sequences per batch (no subject structure), each
+    sequence in the batch twice: the two copies get their own frames and augmentation, the two views a
+    contrastive loss compares (OpenGait's BilateralSampler, GaitSSB: Fan et al., T-PAMI 2023).
+
+    The last partial batch of an epoch is dropped; the next epoch has its own order.
+    """
+
+    stage = "train"
+
+    @staticmethod
+    def batch_size_error(batch_size) -> str | None:
+        return _batch_error(batch_size, pair=True)
+
+    def __init__(self, labels: np.ndarray, batch_size: list[int], seed: int = 0, batch_shuffle: bool = False,
+                 start_iteration: int = 0, rank: int = 0, world_size: int = 1):
+        self.num_sequences = len(labels)
+        self.batch_size = batch_size[0] * batch_size[1]
+        if self.batch_size > self.num_sequences:
+            raise ConfigError(f"trainer_cfg.sampler.batch_size asks for {self.batch_size} sequences per batch but "
+                              f"the train set has {self.num_sequences}")
+        if self.batch_size % world_size:
+            raise ConfigError(f"the global batch of {self.batch_size} does not split evenly over {world_size} "
+                              "processes")
+        self.batches_per_epoch = self.num_sequences // self.batch_size
+        self.seed, self.iteration = seed, start_iteration
+        self.rank, self.world_size = rank, world_size
+
+    def global_batch(self, iteration: int) -> list[int]:
+        epoch, step = divmod(iteration, self.batches_per_epoch)
+        order = np.random.default_rng([self.seed, epoch, 2]).permutation(self.num_sequences)
+        return order[step * self.batch_size:(step + 1) * self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[list[ItemId]]:
+        while True:
+            it = self.iteration
+            batch = self.global_batch(it)
+            self.iteration += 1
+            share = [(it, pos, idx) for pos, idx in enumerate(batch)][self.rank::self.world_size]
+            # The second copy sits at its own positions, so the collator draws other frames for it.
+            yield share + [(it, pos + self.batch_size, idx) for _, pos, idx in share]
+
+
+def build_train_sampler(sampler_cfg: dict, labels: np.ndarray, seed: int = 0, start_iteration: int = 0,
+                        rank: int = 0, world_size: int = 1):
+    """The training sampler ``sampler_cfg["type"]`` names, built from its config keys."""
+    cls = SAMPLERS.get(sampler_cfg.get("type", "TripletSampler"))
+    return cls(labels, sampler_cfg["batch_size"], seed=seed, batch_shuffle=sampler_cfg.get("batch_shuffle", False),
+               start_iteration=start_iteration, rank=rank, world_size=world_size)
+
+
+@SAMPLERS.register()
 class InferenceSampler:
     """Every sequence once, in order, ``batch_size`` at a time; under distribution each rank takes a
     contiguous, disjoint shard (no padding duplicates)."""
+
+    stage = "test"
+
+    @staticmethod
+    def batch_size_error(batch_size) -> str | None:
+        return _batch_error(batch_size, pair=False)
 
     def __init__(self, num_sequences: int, batch_size: int, rank: int = 0, world_size: int = 1):
         per_rank = math.ceil(num_sequences / world_size)

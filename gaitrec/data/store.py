@@ -45,8 +45,9 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..locking import OutputLock
-from .dataset import PklSource, SequenceInfo
-from .pickle_io import current_umask, fsync_directory, save_array
+from .layout import PklSource, SequenceInfo
+from ..files import current_umask, fsync_directory
+from .pickle_io import save_array
 
 MAGIC = "gaitrec-store"
 VERSION = 2

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.pickle_io import atomic_write_bytes
+from ..files import atomic_write_bytes
 from ..errors import DataError
 
 CHECKSUM_KIND = "crc32-tensors-1"
@@ -144,11 +144,24 @@ def list_checkpoints(run_dir: Path, save_name: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def prune_checkpoints(run_dir: Path, save_name: str, keep: int, protect: set | None = None) -> None:
+def prune_checkpoints(run_dir: Path, save_name: str, keep: int) -> None:
     """Keep the newest ``keep`` checkpoints (``keep`` <= 0 keeps all)."""
     if keep <= 0:
         return
     for _, path in list_checkpoints(run_dir, save_name)[:-keep]:
-        if protect and path in protect:
-            continue
         os.unlink(path)
+
+
+def run_dir_of(cfg: dict, save_name: str | None = None) -> Path:
+    """``<output_root>/<dataset>/<model>/<save_name>``, OpenGait's layout."""
+    trainer = cfg["trainer_cfg"]
+    return (Path(trainer.get("output_root", "output")) / cfg["data_cfg"]["dataset_name"]
+            / cfg["model_cfg"]["model"] / (save_name or trainer["save_name"]))
+
+
+def checkpoint_for_hint(run_dir: Path, save_name: str, hint: int | str) -> Path | None:
+    """The checkpoint a ``restore_hint`` names: an iteration of this run (``<save_name>-<iter>.pt`` in
+    ``run_dir``) or a file path; None for 0 (nothing to restore)."""
+    if isinstance(hint, str):
+        return Path(hint)
+    return checkpoint_path(run_dir, save_name, hint) if hint > 0 else None

@@ -14,6 +14,8 @@ from tqdm import tqdm
 from ..data.dataset import GaitDataset, build_datasets, resolve_partition
 from ..data.sampler import InferenceSampler, SequenceCollator, SequenceReader
 from ..evaluation.features import save_features
+from ..evaluation.result import EvaluationResult
+from ..device import place_model
 from .distributed import DistContext
 
 log = logging.getLogger("gaitrec")
@@ -22,20 +24,6 @@ log = logging.getLogger("gaitrec")
 def interactive() -> bool:
     """Whether progress bars have a terminal to draw on (in a log file each redraw would be a line)."""
     return sys.stderr.isatty()
-
-
-def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
-    """Move a model to its device, its convolutions in channels-last memory format if asked (faster on CPU):
-    2D convolutions channels_last, 3D ones channels_last_3d (one format for the whole model would reject
-    the other rank)."""
-    model.to(device)
-    if channels_last:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv3d):
-                module.to(memory_format=torch.channels_last_3d)
-            elif isinstance(module, torch.nn.Conv2d):
-                module.to(memory_format=torch.channels_last)
-    return model
 
 
 def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, strict: bool = True
@@ -60,8 +48,7 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
     """
     from ..config import config_from_dict, load_config
     from ..registry import ConfigError
-    from .checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
-    from .trainer import run_dir_of
+    from .checkpoint import checkpoint_for_hint, list_checkpoints, load_checkpoint, run_dir_of
 
     checkpoint = Path(checkpoint) if checkpoint else None
     if target is None:
@@ -96,11 +83,8 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
     ev = cfg["evaluator_cfg"]
     run_dir = run_dir_of(cfg, ev["save_name"])
     if checkpoint is None:
-        if isinstance(ev["restore_hint"], str):
-            checkpoint = Path(ev["restore_hint"])
-        elif ev["restore_hint"] > 0:
-            checkpoint = checkpoint_path(run_dir, ev["save_name"], ev["restore_hint"])
-        else:
+        checkpoint = checkpoint_for_hint(run_dir, ev["save_name"], ev["restore_hint"])
+        if checkpoint is None:
             raise ConfigError("no checkpoint: pass --checkpoint PATH or set evaluator_cfg.restore_hint")
     return cfg, checkpoint, run_dir
 
@@ -149,7 +133,7 @@ def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg
             "types": np.array([s.type for s in infos]), "views": np.array([s.view for s in infos])}
 
 
-def evaluate_config(cfg: dict, features: dict, device: torch.device | None = None) -> dict:
+def evaluate_config(cfg: dict, features: dict, device: torch.device | None = None) -> EvaluationResult:
     """Run the protocol that ``evaluator_cfg`` names on ``features``; distances on ``device`` (None: CUDA
     when available)."""
     from ..evaluation.protocols import evaluate, protocol_for_eval_func
@@ -164,7 +148,7 @@ def evaluate_config(cfg: dict, features: dict, device: torch.device | None = Non
 
 def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Path, overwrite: bool = False,
              progress: bool = True, test_set: GaitDataset | None = None, checkpoint: str | Path | None = None
-             ) -> dict | None:
+             ) -> EvaluationResult | None:
     """Embed the test set, write ``features.npz`` and the report into ``output_dir``; returns the result on
     rank 0 (None on other ranks). The result names the model and ``checkpoint`` (file name) it came from."""
     from ..evaluation.report import write_report
@@ -181,8 +165,9 @@ def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Pa
     output_dir.mkdir(parents=True, exist_ok=True)
     save_features(output_dir / "features.npz", overwrite=overwrite, **features)
     # --device cpu keeps the distances off the GPU too
-    result = {"model": cfg["model_cfg"]["model"], **evaluate_config(cfg, features, ctx.device)}
+    result = evaluate_config(cfg, features, ctx.device)
+    result.model = cfg["model_cfg"]["model"]
     if checkpoint is not None:
-        result["checkpoint"] = Path(checkpoint).name
+        result.checkpoint = Path(checkpoint).name
     write_report(result, output_dir, overwrite=overwrite)
     return result

@@ -18,19 +18,21 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ..config import SamplerConfig, dump, loss_entries, read_section, torch_class
+from ..config import dump, loss_entries, torch_class
 from ..data.dataset import GaitDataset, build_datasets
-from ..data.pickle_io import atomic_write_bytes
-from ..data.sampler import SequenceCollator, SequenceReader, TripletSampler
+from ..data.sampler import SequenceCollator, SequenceReader, build_train_sampler
+from ..device import place_model
+from ..files import atomic_write_bytes
 from ..errors import DataError, RunError
+from ..evaluation.result import EvaluationResult
 from ..locking import OutputLock
 from ..losses import build_losses, total_loss
 from ..models import create_model
 from ..registry import ConfigError
 from . import distributed as dist_utils
-from .checkpoint import (checkpoint_path, list_checkpoints, load_checkpoint, load_model_weights, prune_checkpoints,
-                         save_checkpoint)
-from .inference import interactive, place_model, run_test
+from .checkpoint import (checkpoint_for_hint, checkpoint_path, list_checkpoints, load_checkpoint, load_model_weights,
+                         prune_checkpoints, run_dir_of, save_checkpoint)
+from .inference import interactive, run_test
 
 log = logging.getLogger("gaitrec")
 
@@ -60,13 +62,6 @@ class TrainingRun:
     @property
     def trainer_cfg(self) -> dict:
         return self.cfg["trainer_cfg"]
-
-
-def run_dir_of(cfg: dict, save_name: str | None = None) -> Path:
-    """``<output_root>/<dataset>/<model>/<save_name>``, OpenGait's layout."""
-    trainer = cfg["trainer_cfg"]
-    return (Path(trainer["output_root"]) / cfg["data_cfg"]["dataset_name"]
-            / cfg["model_cfg"]["model"] / (save_name or trainer["save_name"]))
 
 
 def config_for_run(cfg: dict) -> dict:
@@ -180,7 +175,7 @@ def restore(run: TrainingRun, resume: bool) -> tuple[int, dict | None, list[str]
     if hint == 0:
         return 0, None, []
     if state is None:
-        path = checkpoint_path(run_dir, trainer["save_name"], hint) if isinstance(hint, int) else Path(hint)
+        path = checkpoint_for_hint(run_dir, trainer["save_name"], hint)
         state = load_checkpoint(path)
     strict = trainer["restore_ckpt_strict"]
     load_model_weights(run.model, state, strict=strict, where=str(path))
@@ -288,7 +283,7 @@ def train(cfg: dict, device: str | None = None, resume: bool = False, progress: 
     scaler = torch.amp.GradScaler(ctx.device.type) if use_amp and amp_dtype == torch.float16 else None
     run = TrainingRun(cfg, ctx, run_dir, train_set, test_set, model, losses, optimizer, scheduler, scaler, use_amp,
                       amp_dtype)
-    TripletSampler(train_set.labels, trainer["sampler"]["batch_size"])  # refuses a batch larger than the subjects
+    build_train_sampler(trainer["sampler"], train_set.labels)  # refuses a batch larger than the train set allows
 
     lock = lock_run_dir(run_dir) if ctx.rank == 0 else None  # creates the run directory: nothing was refused
     try:
@@ -319,9 +314,8 @@ def _train_loop(run: TrainingRun, progress: bool, test_at_end: bool) -> dict:
     forward = torch.compile(model) if trainer["compile"] else model
 
     sampler_cfg = trainer["sampler"]
-    sampler = TripletSampler(run.train_set.labels, sampler_cfg["batch_size"], seed=trainer["seed"],
-                             batch_shuffle=read_section(SamplerConfig, sampler_cfg).batch_shuffle,
-                             start_iteration=run.start, rank=ctx.rank, world_size=ctx.world_size)
+    sampler = build_train_sampler(sampler_cfg, run.train_set.labels, seed=trainer["seed"], start_iteration=run.start,
+                                  rank=ctx.rank, world_size=ctx.world_size)
     collator = SequenceCollator(sampler_cfg, trainer["transform"], seed=trainer["seed"])
     workers = run.cfg["data_cfg"]["num_workers"]
     # Pinned batches on CUDA: the non_blocking copies below then overlap the GPU's work instead of staging
@@ -451,15 +445,18 @@ class Monitor:
         return {name: (self.run_dir / name).stat().st_size for name in ("train.log", "metrics.jsonl")
                 if (self.run_dir / name).is_file()}
 
-    def keep_best(self, result: dict | None, checkpoint: Path, iteration: int) -> None:
-        """Copy ``checkpoint`` to ``<save_name>-best.pt`` when ``best_metric`` improved."""
+    def keep_best(self, result: EvaluationResult | None, checkpoint: Path, iteration: int) -> None:
+        """Copy ``checkpoint`` to ``<save_name>-best.pt`` when ``best_metric`` improved (``headline``: the
+        protocol's headline figure)."""
         metric = self.cfg["best_metric"]
         if not (self.main and metric and result):
             return
-        if metric not in result["results"]:
+        if metric == "headline":
+            metric = result.headline
+        if metric not in result.figures:
             raise ConfigError(f"trainer_cfg.best_metric {metric!r} is not a result of this protocol "
-                              f"(it has: {', '.join(result['results'])})")
-        value = float(result["results"][metric])
+                              f"(it has: headline, {', '.join(result.figures)})")
+        value = float(result.figures[metric])
         if self.best is None or value > self.best:
             self.best = value
             best = checkpoint.parent / f"{self.cfg['save_name']}-best.pt"
@@ -500,7 +497,7 @@ def save_training_state(run: TrainingRun, iteration: int, log_sizes: dict | None
     return path
 
 
-def test_during_training(run: TrainingRun, iteration: int, writer) -> dict | None:
+def test_during_training(run: TrainingRun, iteration: int, writer) -> EvaluationResult | None:
     """Test the current weights, log the results, and return them (rank 0; None elsewhere)."""
     model, run_dir = run.model, run.run_dir
     was_training = model.training
@@ -512,7 +509,7 @@ def test_during_training(run: TrainingRun, iteration: int, writer) -> dict | Non
         if run.trainer_cfg["fix_BN"]:
             fix_batchnorm(model)
     if result is not None:
-        scores = result["results"]
+        scores = result.figures
         log.info("test at iteration %d: %s", iteration,
                  ", ".join(f"{k}={v:.2f}" for k, v in scores.items() if isinstance(v, (int, float))))
         if writer is not None:

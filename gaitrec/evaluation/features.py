@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ..data.pickle_io import atomic_write_bytes
+from ..files import atomic_write_bytes
 from ..errors import DataError
 
 FEATURE_KEYS = ("embeddings", "labels", "types", "views")

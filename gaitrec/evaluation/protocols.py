@@ -1,57 +1,39 @@
 """The test protocols of the gait benchmarks, as OpenGait's evaluator defines them.
 
 Each protocol is a function of the test features (``embeddings`` [N, C, P], ``labels``, ``types``,
-``views``) returning a JSON-serialisable dict::
-
-    {"protocol": name, "metric": "euc" | "cos", "results": {figure: value},
-     "per_view": {row: {probe view: value}}, ...}
+``views``); ``evaluate`` returns what it finds as an ``EvaluationResult`` (``evaluation.result``): named
+figures, per-view rows that say which figure is their mean, matrices, curves and counts.
 
 Figures are percentages. Each cell is rounded where OpenGait rounds it; the aggregates are not.
-``evaluate`` picks the protocol by name; ``protocol_for_eval_func`` translates an OpenGait config.
+``evaluate`` picks the protocol by name; ``protocol_for_eval_func`` translates an OpenGait config. Which
+types are probes and gallery, and which procedure runs, is each benchmark's record in ``gaitrec.benchmarks``.
 """
 from __future__ import annotations
 
-import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from ..benchmarks import (BENCHMARKS, EVAL_FUNC_ALIASES, UNSUPPORTED_EVAL_FUNCS, ProtocolRule, benchmark,
+                          find_benchmark, protocol_rules)
+from ..data.dataset import read_partition
 from ..errors import DataError
 from ..registry import closest
 from .distance import check_metric, nearest, nearest_in_groups, pairwise_distance
 from .features import check_features
 from .metrics import accuracy_and_map, percent_rounded, rank_k_hits, retrieval_metrics
 from .rerank import k_reciprocal_rerank
+from .result import EvaluationResult, Row
 
-DEFAULT_PROBE_SET = Path(__file__).resolve().parent.parent / "partitions" / "Gait3D.json"
-
-# Single-view gallery protocols: probe types per condition, gallery types (OpenGait's evaluator).
-CASIA_B_PROBES = {"NM": ["nm-05", "nm-06"], "BG": ["bg-01", "bg-02"], "CL": ["cl-01", "cl-02"]}
-CASIA_B_GALLERY = ["nm-01", "nm-02", "nm-03", "nm-04"]
-OUMVLP_PROBES = {"NM": ["00"]}
-OUMVLP_GALLERY = ["01"]
-CASIA_E_PROBES = {
-    condition: [f"{height}-{scene}-{condition.lower()}-{n}" for scene in ("scene2", "scene3", "scene3_s")
-                for height in ("H", "L") for n in (1, 2)]
-    for condition in ("NM", "BG", "CL")
-}
-CASIA_E_GALLERY = ["H-scene1-nm-1", "H-scene1-nm-2", "L-scene1-nm-1", "L-scene1-nm-2"]
-CASIA_E_EXCLUDED_VIEWS = ("270",)
-# SUSTech1K matches these as substrings of the type (e.g. "01-nm" inside "01-nm-..." or "bg" in "02-bg").
-SUSTECH1K_PROBES = {
-    "Normal": ["01-nm"], "Bag": ["bg"], "Clothing": ["cl"], "Carrying": ["cr"], "Umbrella": ["ub"],
-    "Uniform": ["uf"], "Occlusion": ["oc"], "Night": ["nt"], "Overall": ["01", "02", "03", "04"],
-}
-SUSTECH1K_GALLERY = ["00-nm"]
-
-# Cross-view gallery protocols: one gallery of every view (Yu et al.'s comprehensive study, TPAMI 2022).
-CASIA_B_CROSS_PROBES = {"NM": ["nm-01"], "BG": ["bg-01"], "CL": ["cl-01"]}
-CASIA_B_CROSS_GALLERY = ["nm-02", "bg-02", "cl-02"]
-
-GREW_GALLERY, GREW_PROBE = ["01"], ["02"]
-GREW_SUBMISSION_GALLERY, GREW_SUBMISSION_PROBE = ["01", "02"], ["03"]
+# The probe and gallery rules live in the benchmark records; these names stay for readers of this module.
+_RULES = protocol_rules()
+DEFAULT_PROBE_SET = benchmark("Gait3D").partition_path
+CASIA_B_PROBES = {c: list(t) for c, t in _RULES["casia-b"].probes.items()}
+CASIA_B_GALLERY = list(_RULES["casia-b"].gallery)
+SUSTECH1K_PROBES = {c: list(t) for c, t in _RULES["sustech1k"].probes.items()}
 GREW_SUBMISSION_RANKS = 20
 DEFAULT_RERANK = {"k1": 6, "k2": 6, "lambda_value": 0.3}
 
@@ -160,7 +142,7 @@ def single_view_gallery(
     gallery_emb = emb[gallery_index]
 
     num_views = len(view_list)
-    results, per_view, matrices, cmc, counts = {}, {}, {}, {}, {}
+    results, rows, matrices, cmc, counts = {}, [], {}, {}, {}
     for condition, wanted in probe_types.items():
         probe_mask = _type_mask(types, wanted, substring)
         if not probe_mask.any():
@@ -184,12 +166,13 @@ def single_view_gallery(
             rank_means.append(float(np.mean(by_probe_view)))
             results[f"{condition}-rank{r + 1}"] = rank_means[-1]
             if r == 0:
-                per_view[condition] = {v: float(x) for v, x in zip(view_list, by_probe_view)}
+                rows.append(Row(condition, "rank1", f"{condition}-rank1", condition,
+                                {v: float(x) for v, x in zip(view_list, by_probe_view)}))
         matrices[condition] = {"views": view_list, "accuracy": accuracy[:, :, 0].tolist()}
         if num_rank > 1:
             matrices[condition]["accuracy_by_rank"] = np.moveaxis(accuracy, 2, 0).tolist()
             cmc[condition] = rank_means
-    out = {"results": results, "per_view": per_view, "matrix": matrices,
+    out = {"results": results, "rows": rows, "matrix": matrices,
            "counts": {"probes": counts, "gallery": int(len(gallery_index))}}
     if cmc:
         out["cmc"] = cmc
@@ -231,7 +214,7 @@ def cross_view_gallery(
         raise DataError(f"{where}: no gallery sequences (types {', '.join(gallery_types)}); "
                          f"types present: {_present(types)}")
     gallery_emb = emb[gallery_index]
-    results, per_view, counts = {}, {}, {}
+    results, rows, counts = {}, [], {}
     for condition, wanted in probe_types.items():
         probe_mask = _type_mask(types, wanted)
         if not probe_mask.any():
@@ -254,61 +237,50 @@ def cross_view_gallery(
             mean_ap[view] = float(np.round(m_ap * 100, 2))
         results[f"{condition}-rank1"] = float(np.mean(list(rank1.values())))
         results[f"{condition}-mAP"] = float(np.mean(list(mean_ap.values())))
-        per_view[f"{condition}-rank1"] = rank1
-        per_view[f"{condition}-mAP"] = mean_ap
+        rows.append(Row(condition, "rank1", f"{condition}-rank1", f"{condition}-rank1", rank1))
+        rows.append(Row(condition, "mAP", f"{condition}-mAP", f"{condition}-mAP", mean_ap))
         counts[condition] = int(probe_mask.sum())
-    return {"results": results, "per_view": per_view,
+    return {"results": results, "rows": rows,
             "counts": {"probes": counts, "gallery": int(len(gallery_index))}}
 
 
-# ---------------------------------------------------------------- the protocols
+# ---------------------------------------------------------------- the procedures, run by rule
 
-def casia_b(features: dict, distances: _Distances, **_) -> dict:
-    """CASIA-B: gallery nm-01..04 of one view, probes NM (nm-05/06), BG, CL; identical views excluded."""
-    return single_view_gallery(features, CASIA_B_PROBES, CASIA_B_GALLERY, distances, where="casia-b")
-
-
-def casia_b_cross_view(features: dict, distances: _Distances, **_) -> dict:
-    """CASIA-B cross-view gallery: probes nm-01 / bg-01 / cl-01, gallery nm-02, bg-02, cl-02 of all views."""
-    return cross_view_gallery(features, CASIA_B_CROSS_PROBES, CASIA_B_CROSS_GALLERY, distances,
-                              where="casia-b-cross-view")
+def _single_view(features: dict, distances: _Distances, rule: ProtocolRule, **_) -> dict:
+    """Gallery of one view at a time (``single_view_gallery``) under ``rule``."""
+    out = single_view_gallery(features, _lists(rule.probes), list(rule.gallery), distances, num_rank=rule.num_rank,
+                              excluded_views=rule.excluded_views, substring=rule.substring, where=rule.name)
+    return _plain_figures(out) if rule.plain_figures else out
 
 
-def oumvlp(features: dict, distances: _Distances, **_) -> dict:
-    """OU-MVLP: probe type 00, gallery type 01, per view pair, identical views excluded; ``rank1``."""
-    out = single_view_gallery(features, OUMVLP_PROBES, OUMVLP_GALLERY, distances, where="oumvlp")
-    out["results"] = {"rank1": out["results"]["NM-rank1"]}
+def _cross_view(features: dict, distances: _Distances, rule: ProtocolRule, **_) -> dict:
+    """One gallery of all views (``cross_view_gallery``) under ``rule``."""
+    out = cross_view_gallery(features, _lists(rule.probes), list(rule.gallery), distances, where=rule.name)
+    return _plain_figures(out) if rule.plain_figures else out
+
+
+def _plain_figures(out: dict) -> dict:
+    """Figures of a one-condition protocol named without the condition: ``NM-rank1`` -> ``rank1``."""
+    (condition,) = {row.condition for row in out["rows"]}
+    plain = {name: name[len(condition) + 1:] for name in out["results"]}
+    out["results"] = {plain[name]: value for name, value in out["results"].items()}
+    out["rows"] = [replace(row, figure=plain[row.figure]) for row in out["rows"]]
     return out
 
 
-def oumvlp_cross_view(features: dict, distances: _Distances, **_) -> dict:
-    """OU-MVLP cross-view gallery: probes 00, gallery 01 of all views; ``rank1`` and ``mAP``."""
-    out = cross_view_gallery(features, OUMVLP_PROBES, OUMVLP_GALLERY, distances, where="oumvlp-cross-view")
-    out["results"] = {"rank1": out["results"]["NM-rank1"], "mAP": out["results"]["NM-mAP"]}
-    return out
+def _lists(probes) -> dict[str, list[str]]:
+    return {condition: list(types) for condition, types in probes.items()}
 
 
-def casia_e(features: dict, distances: _Distances, **_) -> dict:
-    """CASIA-E: gallery scene1 nm, probes scene2/3 NM, BG, CL; view 270 left out as probe and gallery."""
-    return single_view_gallery(features, CASIA_E_PROBES, CASIA_E_GALLERY, distances,
-                               excluded_views=CASIA_E_EXCLUDED_VIEWS, where="casia-e")
-
-
-def sustech1k(features: dict, distances: _Distances, **_) -> dict:
-    """SUSTech1K: gallery 00-nm, nine probe conditions matched by substring of the type, rank-1 to rank-5."""
-    return single_view_gallery(features, SUSTECH1K_PROBES, SUSTECH1K_GALLERY, distances, num_rank=5,
-                               substring=True, where="sustech1k")
-
-
-def grew(features: dict, distances: _Distances, **_) -> dict:
+def grew(features: dict, distances: _Distances, rule: ProtocolRule, **_) -> dict:
     """GREW labelled split: gallery type 01, probes type 02, rank-1/5/10/20 (rounded to 2 decimals)."""
     emb, labels, types = features["embeddings"], features["labels"], features["types"]
-    probe_index, gallery_index = _split_by_type(types, GREW_PROBE, GREW_GALLERY, "grew")
-    warn_unmatched(labels[probe_index], labels[gallery_index], "grew")
+    probe_index, gallery_index = _split_by_type(types, rule.probes["all"], rule.gallery, rule.name)
+    warn_unmatched(labels[probe_index], labels[gallery_index], rule.name)
     idx = distances.nearest(emb[probe_index], emb[gallery_index], 20)
     hits = rank_k_hits(labels[gallery_index][idx], labels[probe_index])
     curve = percent_rounded(hits, len(probe_index))
-    return {"results": {f"rank{k}": float(curve[k - 1]) for k in (1, 5, 10, 20)}, "per_view": {},
+    return {"results": {f"rank{k}": float(curve[k - 1]) for k in (1, 5, 10, 20)},
             "cmc": {"all": curve.tolist()},
             "counts": {"probes": int(len(probe_index)), "gallery": int(len(gallery_index))}}
 
@@ -316,8 +288,8 @@ def grew(features: dict, distances: _Distances, **_) -> dict:
 def grew_submission_rows(features: dict, distances: _Distances) -> list[tuple[str, list[str]]]:
     """(video id, subjects of the 20 nearest gallery entries) for every unlabelled GREW probe."""
     emb, labels, types, views = features["embeddings"], features["labels"], features["types"], features["views"]
-    probe_index, gallery_index = _split_by_type(types, GREW_SUBMISSION_PROBE, GREW_SUBMISSION_GALLERY,
-                                                "grew-submission")
+    rule = _RULES["grew-submission"]
+    probe_index, gallery_index = _split_by_type(types, rule.probes["all"], rule.gallery, rule.name)
     idx = distances.nearest(emb[probe_index], emb[gallery_index], GREW_SUBMISSION_RANKS)
     subjects = labels[gallery_index]
     rows = []
@@ -342,10 +314,11 @@ def grew_submission_csv(rows: list[tuple[str, list[str]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def grew_submission(features: dict, distances: _Distances, **_) -> dict:
+def grew_submission(features: dict, distances: _Distances, rule: ProtocolRule, **_) -> dict:
     """GREW test server submission: gallery types 01 and 02, probes type 03 (view = video id)."""
     rows = grew_submission_rows(features, distances)
-    return {"results": {"probes": len(rows)}, "per_view": {}, "csv": grew_submission_csv(rows)}
+    return {"results": {"probes": len(rows)}, "csv": grew_submission_csv(rows),
+            "counts": {"probes": len(rows)}}
 
 
 def _split_by_type(types, probe_types, gallery_types, where):
@@ -365,24 +338,14 @@ def load_probe_set(probe_set) -> set[str]:
     if probe_set is None:
         probe_set = DEFAULT_PROBE_SET
     if isinstance(probe_set, (str, Path)):
-        path = Path(probe_set)
-        if not path.is_file():
-            raise DataError(f"probe set file not found: {path}")
-        try:
-            partition = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(partition, dict) or "PROBE_SET" not in partition:
-            raise DataError(f"{path}: no PROBE_SET list; expected a partition JSON with PROBE_SET entries "
-                             f"<subject>-<type>-<view>")
-        probe_set = partition["PROBE_SET"]
+        probe_set = read_partition(probe_set, required=("PROBE_SET",), error=DataError)["PROBE_SET"]
     entries = {str(x) for x in probe_set}
     if not entries:
         raise DataError("the probe set is empty")
     return entries
 
 
-def gait3d(features: dict, distances: _Distances, probe_set=None, **_) -> dict:
+def gait3d(features: dict, distances: _Distances, rule: ProtocolRule, probe_set=None, **_) -> dict:
     """Gait3D: probes from ``PROBE_SET``, every other sequence is gallery; rank-1/5/10, mAP, mINP over
     probes with a true match (the others are skipped)."""
     emb, labels, types, views = features["embeddings"], features["labels"], features["types"], features["views"]
@@ -403,22 +366,20 @@ def gait3d(features: dict, distances: _Distances, probe_set=None, **_) -> dict:
     results = {f"rank{k}": float(cmc_percent[k - 1]) for k in (1, 5, 10)}
     results["mAP"] = found["mAP"] * 100
     results["mINP"] = found["mINP"] * 100
-    return {"results": results, "per_view": {}, "cmc": {"all": [float(x) for x in cmc_percent]},
+    return {"results": results, "cmc": {"all": [float(x) for x in cmc_percent]},
             "counts": {"probes": int(probe_mask.sum()), "evaluated": found["evaluated"],
                        "skipped": found["skipped"], "gallery": int(len(gallery_labels))}}
 
 
-PROTOCOLS: dict[str, Callable[..., dict]] = {
-    "casia-b": casia_b,
-    "casia-b-cross-view": casia_b_cross_view,
-    "oumvlp": oumvlp,
-    "oumvlp-cross-view": oumvlp_cross_view,
-    "casia-e": casia_e,
-    "sustech1k": sustech1k,
+# The procedure each ProtocolRule names.
+PROCEDURES: dict[str, Callable[..., dict]] = {
+    "single_view": _single_view,
+    "cross_view": _cross_view,
     "grew": grew,
-    "grew-submission": grew_submission,
+    "grew_submission": grew_submission,
     "gait3d": gait3d,
 }
+PROTOCOLS: dict[str, ProtocolRule] = _RULES  # every protocol name ``evaluate`` accepts
 
 
 def evaluate(
@@ -429,7 +390,7 @@ def evaluate(
     probe_set=None,
     device=None,
     rerank_params: dict | None = None,
-) -> dict:
+) -> EvaluationResult:
     """Evaluate test features under a named protocol.
 
     ``features``: ``embeddings`` [N, C, P], ``labels``, ``types``, ``views`` (as ``load_features`` returns).
@@ -449,43 +410,39 @@ def evaluate(
                          f"expected {', '.join(DEFAULT_RERANK)}")
     distances = _Distances(metric, rerank, rerank_params, device)
     arrays = prepare_features(features)
-    out = PROTOCOLS[protocol](arrays, distances, probe_set=probe_set)
-    head = {"protocol": protocol, "metric": metric, "rerank": bool(rerank)}
-    if rerank:
-        head["rerank_params"] = distances.rerank_params
-    return {**head, **out}
-
-
-# OpenGait's evaluator_cfg.eval_func names. evaluate_many and compute_ACC_mAP are metric helpers there,
-# not eval_funcs.
-_INDOOR = {"CASIA-B": "casia-b", "OUMVLP": "oumvlp", "CASIA-E": "casia-e", "SUSTech1K": "sustech1k"}
-_INDOOR_CROSS_VIEW = {"CASIA-B": "casia-b-cross-view", "OUMVLP": "oumvlp-cross-view"}
-_NOT_SUPPORTED = ("evaluate_CCPG", "evaluate_CCGR_MINI", "HID_submission", "evaluate_segmentation",
-                  "evaluate_scoliosis")
+    rule = PROTOCOLS[protocol]
+    out = PROCEDURES[rule.procedure](arrays, distances, rule=rule, probe_set=probe_set)
+    # The headline is the first figure a procedure lists: NM-rank1, rank1, or the number of probes.
+    return EvaluationResult(protocol=protocol, metric=metric, figures=out["results"],
+                            headline=next(iter(out["results"])), rows=out.get("rows", []), rerank=bool(rerank),
+                            rerank_params=distances.rerank_params if rerank else None, matrix=out.get("matrix", {}),
+                            cmc=out.get("cmc", {}), counts=out.get("counts", {}), csv=out.get("csv"))
 
 
 def protocol_for_eval_func(eval_func: str, dataset_name: str, cross_view_gallery: bool = False) -> str:
     """The gaitrec protocol for an OpenGait config's ``eval_func``, ``test_dataset_name`` and
-    ``cross_view_gallery`` option."""
-    if eval_func == "evaluate_indoor_dataset":
-        table = _INDOOR_CROSS_VIEW if cross_view_gallery else _INDOOR
-        if dataset_name not in table:
-            kind = "a cross-view gallery protocol" if cross_view_gallery else "an indoor protocol"
-            raise DataError(f"OpenGait's evaluate_indoor_dataset has {kind} for {', '.join(table)}, "
-                             f"not for dataset {dataset_name!r}")
-        return table[dataset_name]
-    if eval_func == "evaluate_real_scene":
-        if dataset_name != "GREW":
-            raise DataError(f"evaluate_real_scene is supported for GREW only, not for dataset {dataset_name!r}")
-        return "grew"
-    if eval_func == "GREW_submission":
-        return "grew-submission"
-    if eval_func in ("evaluate_Gait3D", "evaluate_FreeGait"):  # same procedure, FreeGait with its own probe set
-        return "gait3d"
-    known = ["evaluate_indoor_dataset", "evaluate_real_scene", "GREW_submission", "evaluate_Gait3D",
-             "evaluate_FreeGait"]
-    if eval_func in _NOT_SUPPORTED:
-        raise DataError(f"OpenGait's {eval_func} has no gaitrec protocol yet; supported: {', '.join(known)}")
-    hint = closest(eval_func, known + list(_NOT_SUPPORTED))
-    did_you_mean = f" Did you mean {hint!r}?" if hint else ""
-    raise DataError(f"unknown eval_func {eval_func!r}.{did_you_mean} Supported: {', '.join(known)}")
+    ``cross_view_gallery`` option (``evaluate_many`` and ``compute_ACC_mAP`` are metric helpers in OpenGait,
+    not eval_funcs)."""
+    wanted = EVAL_FUNC_ALIASES.get(eval_func, eval_func)
+    matching = [(b, rule) for b in BENCHMARKS for rule in b.protocols if rule.eval_func == wanted]
+    if not matching:
+        known = sorted({rule.eval_func for rule in _RULES.values()} | set(EVAL_FUNC_ALIASES))
+        if eval_func in UNSUPPORTED_EVAL_FUNCS:
+            raise DataError(f"OpenGait's {eval_func} has no gaitrec protocol yet; supported: {', '.join(known)}")
+        hint = closest(eval_func, known + list(UNSUPPORTED_EVAL_FUNCS))
+        did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+        raise DataError(f"unknown eval_func {eval_func!r}.{did_you_mean} Supported: {', '.join(known)}")
+    for _, rule in matching:
+        if rule.any_dataset:
+            return rule.name
+    # The cross_view_gallery option chooses only where the eval_func has a cross-view protocol.
+    has_cross_view = any(rule.cross_view for _, rule in matching)
+    fitting = [(b, rule) for b, rule in matching if rule.cross_view == cross_view_gallery or not has_cross_view]
+    bench = find_benchmark(dataset_name)
+    for b, rule in fitting:
+        if b is bench:
+            return rule.name
+    kind = ("a cross-view gallery protocol" if cross_view_gallery and has_cross_view
+            else "an indoor protocol" if wanted == "evaluate_indoor_dataset" else "a protocol")
+    raise DataError(f"OpenGait's {eval_func} has {kind} for {', '.join(b.name for b, _ in fitting)}, "
+                     f"not for dataset {dataset_name!r}")

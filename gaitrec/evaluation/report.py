@@ -1,6 +1,7 @@
 """Showing an evaluation result: a console table, and a report folder (JSON, markdown, heatmaps, CMC curve).
 
-Works on the dict ``protocols.evaluate`` returns; figures are printed with 2 decimals, as papers do.
+Works on the ``EvaluationResult`` ``protocols.evaluate`` returns; figures are printed with 2 decimals, as
+papers do.
 """
 from __future__ import annotations
 
@@ -11,67 +12,55 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.pickle_io import atomic_write_bytes
+from ..files import atomic_write_bytes
+from .result import EvaluationResult
 
 
-def _table(result: dict) -> tuple[list[str], list[tuple[str, list[float | None], float]]]:
-    """Views (columns) and rows (name, value per view, mean) of the per-view table; no rows without per_view."""
-    per_view = result.get("per_view") or {}
-    views = sorted({v for row in per_view.values() for v in row})
-    results = result.get("results", {})
-    rows = []
-    for name, row in per_view.items():
-        values = [row.get(v) for v in views]
-        if name in results:
-            mean = results[name]
-        elif f"{name}-rank1" in results:
-            mean = results[f"{name}-rank1"]
-        elif len(results) == 1:  # a single-condition protocol (OU-MVLP) names its figure rank1
-            mean = next(iter(results.values()))
-        else:
-            mean = float(np.mean(list(row.values())))
-        rows.append((name, values, mean))
+def _table(result: EvaluationResult) -> tuple[list[str], list[tuple[str, list[float | None], float]]]:
+    """Views (columns) and rows (label, value per view, mean) of the per-view table; none without rows."""
+    views = sorted({v for row in result.rows for v in row.per_view})
+    rows = [(row.label, [row.per_view.get(v) for v in views], result.row_mean(row)) for row in result.rows]
     return views, rows
 
 
-def _title(result: dict) -> str:
-    rerank = ", re-ranked" if result.get("rerank") else ""
-    return f"{result.get('protocol', '?')} (metric {result.get('metric', '?')}{rerank})"
+def _title(result: EvaluationResult) -> str:
+    rerank = ", re-ranked" if result.rerank else ""
+    return f"{result.protocol} (metric {result.metric}{rerank})"
 
 
 def _number(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def print_table(result: dict) -> str:
+def print_table(result: EvaluationResult) -> str:
     """A console table: per condition the value at every probe view and the mean; figures in %."""
     lines = [_title(result)]
     views, rows = _table(result)
     if rows:
-        lines.append("per probe view, identical views excluded (%)" if "matrix" in result else "per probe view (%)")
+        lines.append("per probe view, identical views excluded (%)" if result.matrix else "per probe view (%)")
         name_width = max(len("condition"), *(len(name) for name, _, _ in rows))
         width = max(6, *(len(v) for v in views))
         lines.append("  ".join(["condition".ljust(name_width), *(v.rjust(width) for v in views), "mean".rjust(width)]))
         for name, values, mean in rows:
             cells = [_number(x).rjust(width) for x in values]
             lines.append("  ".join([name.ljust(name_width), *cells, _number(mean).rjust(width)]))
-    figures = result.get("results", {})
-    shown = {name for name, _, _ in rows} | {f"{name}-rank1" for name, _, _ in rows}
-    # Rank-k figures of the rows (SUSTech1K reports rank-1 to rank-5) as one small table.
+    figures = result.figures
+    shown = {row.figure for row in result.rows}
+    # Rank-k figures of the rank-1 rows (SUSTech1K reports rank-1 to rank-5) as one small table.
     ranks = {}
-    for name, _, _ in rows:
-        found = [k for k in range(2, 51) if f"{name}-rank{k}" in figures]
+    for row in result.rows:
+        stem = row.figure[:-1] if row.measure == "rank1" and row.figure.endswith("rank1") else None
+        found = [k for k in range(2, 51) if stem is not None and f"{stem}{k}" in figures]
         if found:
-            ranks[name] = [1] + found
-            shown |= {f"{name}-rank{k}" for k in found}
+            ranks[row.label] = {1: row.figure, **{k: f"{stem}{k}" for k in found}}
+            shown |= set(ranks[row.label].values())
     if ranks:
-        columns = max(ranks.values(), key=len)
+        columns = list(max(ranks.values(), key=len))
         name_width = max(len("condition"), *(len(name) for name in ranks))
         lines += ["", "rank-k (%)", "  ".join(["condition".ljust(name_width), *(f"R{k}".rjust(6) for k in columns)])]
-        for name, _, mean in rows:
-            if name in ranks:
-                cells = [_number(mean if k == 1 else figures.get(f"{name}-rank{k}")).rjust(6) for k in columns]
-                lines.append("  ".join([name.ljust(name_width), *cells]))
+        for name, names in ranks.items():
+            cells = [_number(figures.get(names[k]) if k in names else None).rjust(6) for k in columns]
+            lines.append("  ".join([name.ljust(name_width), *cells]))
     remaining = {k: v for k, v in figures.items() if k not in shown or not rows}
     if remaining:
         if rows:
@@ -83,7 +72,7 @@ def print_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(result: dict) -> str:
+def markdown_table(result: EvaluationResult) -> str:
     """The table as papers print it: views as columns, conditions as rows, mean last."""
     lines = [f"## {_title(result)}", ""]
     views, rows = _table(result)
@@ -93,7 +82,7 @@ def markdown_table(result: dict) -> str:
         for name, values, mean in rows:
             lines.append(f"| {name} | " + " | ".join(_number(x) for x in values) + f" | {_number(mean)} |")
         lines.append("")
-    figures = result.get("results", {})
+    figures = result.figures
     if figures:
         lines.append("| " + " | ".join(figures) + " |")
         lines.append("|" + "---:|" * len(figures))
@@ -161,9 +150,9 @@ def heatmap_figure(condition: str, views: list[str], accuracy, title: str = ""):
     return figure
 
 
-def report_title(result: dict) -> str:
+def report_title(result: EvaluationResult) -> str:
     """What a figure shows: the model and checkpoint where the result names them, the protocol and metric."""
-    source = " ".join(str(result[k]) for k in ("model", "checkpoint") if result.get(k))
+    source = " ".join(str(x) for x in (result.model, result.checkpoint) if x)
     return " | ".join(part for part in (source, _title(result)) if part)
 
 
@@ -191,7 +180,7 @@ def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def write_report(result: dict, out_dir, overwrite: bool = False) -> list[Path]:
+def write_report(result: EvaluationResult, out_dir, overwrite: bool = False) -> list[Path]:
     """Write ``results.json``, ``results.md``, one heatmap PNG per condition, ``cmc.png`` where ranks are
     available and ``submission.csv`` for a submission protocol. Returns the files written.
 
@@ -202,9 +191,9 @@ def write_report(result: dict, out_dir, overwrite: bool = False) -> list[Path]:
     if json_path.exists() and not overwrite:
         raise FileExistsError(f"{json_path} exists; refusing to overwrite it (pass --overwrite to replace it)")
     outputs: dict[Path, bytes] = {}
-    stored = rounded({k: v for k, v in result.items() if k != "csv"})
-    if "csv" in result:
-        outputs[out_dir / "submission.csv"] = result["csv"].encode()
+    stored = rounded({k: v for k, v in result.to_json().items() if k != "csv"})
+    if result.csv is not None:
+        outputs[out_dir / "submission.csv"] = result.csv.encode()
         stored["submission"] = "submission.csv"
     try:
         text = json.dumps(stored, indent=2, allow_nan=False)
@@ -213,11 +202,11 @@ def write_report(result: dict, out_dir, overwrite: bool = False) -> list[Path]:
     outputs[json_path] = (text + "\n").encode()
     outputs[out_dir / "results.md"] = markdown_table(result).encode()
     title = report_title(result)
-    for condition, cell in (result.get("matrix") or {}).items():
+    for condition, cell in result.matrix.items():
         outputs[out_dir / f"heatmap_{_file_name(condition)}.png"] = heatmap_png(
             condition, cell["views"], cell["accuracy"], title)
-    if result.get("cmc"):
-        outputs[out_dir / "cmc.png"] = cmc_png(result["cmc"], title)
+    if result.cmc:
+        outputs[out_dir / "cmc.png"] = cmc_png(result.cmc, title)
     # results.json last: a report folder with results.json is complete.
     for path in sorted(outputs, key=lambda p: p == json_path):
         atomic_write_bytes(path, outputs[path])

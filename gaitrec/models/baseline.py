@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 from ..registry import MODELS
-from .layers import (HorizontalPoolingPyramid, PackSequenceWrapper, SeparateBNNecks, SeparateFCs, SetBlockWrapper,
-                     build_backbone)
+from . import layers  # layers.X where a config key named X shadows the class
+from .layers import HorizontalPoolingPyramid, PackSequenceWrapper, SetBlockWrapper, build_backbone
 
 
 @MODELS.register()
@@ -19,8 +19,8 @@ class Baseline(nn.Module):
                  bin_num: list[int] = (16, 8, 4, 2, 1)):
         super().__init__()
         self.Backbone = SetBlockWrapper(build_backbone(backbone_cfg))
-        self.FCs = _SeparateFCs(**SeparateFCs)
-        self.BNNecks = _SeparateBNNecks(**SeparateBNNecks)
+        self.FCs = layers.SeparateFCs(**SeparateFCs)
+        self.BNNecks = layers.SeparateBNNecks(**SeparateBNNecks)
         self.TP = PackSequenceWrapper(torch.max)
         self.HPP = HorizontalPoolingPyramid(bin_num=bin_num)
 
@@ -34,7 +34,3 @@ class Baseline(nn.Module):
             "embeddings": embed,
             "training": {"triplet": {"embeddings": embed}, "softmax": {"logits": logits}},
         }
-
-
-# The constructor's keyword names are OpenGait's config keys and shadow the layer classes inside it.
-_SeparateFCs, _SeparateBNNecks = SeparateFCs, SeparateBNNecks

@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 
 from ..registry import ConfigError, MODELS
-from .layers import (BasicBlock2D, HorizontalPoolingPyramid, PackSequenceWrapper, SeparateBNNecks, SeparateFCs,
+from . import layers  # layers.X where a config key named X shadows the class
+from .layers import (BasicBlock2D, HorizontalPoolingPyramid, PackSequenceWrapper, SeparateFCs,
                      SetBlockWrapper, conv1x1, conv3x3, pool_each_sequence)
 
 
@@ -67,7 +68,7 @@ class DeepGaitV2(nn.Module):
             raise ConfigError(f"DeepGaitV2: Backbone.mode {mode!r} is not one of {', '.join(BLOCKS)}")
         self.mode = mode
         block = BLOCKS[mode]
-        channels, layers = Backbone["channels"], Backbone["layers"]
+        channels, blocks = Backbone["channels"], Backbone["layers"]
         # The 3D stages take (time, height, width) strides and never stride over time.
         if mode == "3d":
             strides = [(1, 1), (1, 2, 2), (1, 2, 2), (1, 1, 1)]
@@ -78,17 +79,17 @@ class DeepGaitV2(nn.Module):
         self.inplanes = channels[0]
         self.layer0 = SetBlockWrapper(nn.Sequential(conv3x3(Backbone["in_channels"], self.inplanes, 1),
                                                     nn.BatchNorm2d(self.inplanes), nn.ReLU(inplace=True)))
-        self.layer1 = SetBlockWrapper(self.make_layer(BasicBlock2D, channels[0], strides[0], layers[0], mode))
-        self.layer2 = self.make_layer(block, channels[1], strides[1], layers[1], mode)
-        self.layer3 = self.make_layer(block, channels[2], strides[2], layers[2], mode)
-        self.layer4 = self.make_layer(block, channels[3], strides[3], layers[3], mode)
+        self.layer1 = SetBlockWrapper(self.make_layer(BasicBlock2D, channels[0], strides[0], blocks[0], mode))
+        self.layer2 = self.make_layer(block, channels[1], strides[1], blocks[1], mode)
+        self.layer3 = self.make_layer(block, channels[2], strides[2], blocks[2], mode)
+        self.layer4 = self.make_layer(block, channels[3], strides[3], blocks[3], mode)
         if mode == "2d":
             self.layer2 = SetBlockWrapper(self.layer2)
             self.layer3 = SetBlockWrapper(self.layer3)
             self.layer4 = SetBlockWrapper(self.layer4)
 
         self.FCs = SeparateFCs(16, channels[3], channels[2])
-        self.BNNecks = _SeparateBNNecks(16, channels[2], class_num=SeparateBNNecks["class_num"])
+        self.BNNecks = layers.SeparateBNNecks(16, channels[2], class_num=SeparateBNNecks["class_num"])
         self.TP = PackSequenceWrapper(torch.max)
         self.HPP = HorizontalPoolingPyramid(bin_num=[16])
 
@@ -104,11 +105,11 @@ class DeepGaitV2(nn.Module):
                 stride_3d = stride if mode == "3d" else (1, *stride)
                 downsample = nn.Sequential(nn.Conv3d(self.inplanes, out_planes, kernel_size=1, stride=stride_3d,
                                                      bias=False), nn.BatchNorm3d(out_planes))
-        layers = [block(self.inplanes, planes, stride=stride, downsample=downsample)]
+        stage = [block(self.inplanes, planes, stride=stride, downsample=downsample)]
         self.inplanes = out_planes
         unit_stride = (1, 1, 1) if block is BasicBlock3D else (1, 1)
-        layers += [block(self.inplanes, planes, stride=unit_stride) for _ in range(1, blocks_num)]
-        return nn.Sequential(*layers)
+        stage += [block(self.inplanes, planes, stride=unit_stride) for _ in range(1, blocks_num)]
+        return nn.Sequential(*stage)
 
     def temporal_stages(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer4(self.layer3(self.layer2(x)))
@@ -125,6 +126,3 @@ class DeepGaitV2(nn.Module):
         return {"embeddings": embed,
                 "training": {"triplet": {"embeddings": embed_1}, "softmax": {"logits": logits}}}
 
-
-# The constructor's keyword names are OpenGait's config keys and shadow the layer class inside it.
-_SeparateBNNecks = SeparateBNNecks

@@ -16,7 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..registry import ConfigError, MODELS
-from .layers import BasicConv3d, PackSequenceWrapper, SeparateBNNecks, SeparateFCs, pool_each_sequence
+from . import layers  # layers.X where a config key named X shadows the class
+from .layers import BasicConv3d, PackSequenceWrapper, SeparateFCs, pool_each_sequence
 
 
 class GLConv(nn.Module):
@@ -102,7 +103,7 @@ class GaitGL(nn.Module):
             self.Bn = nn.BatchNorm1d(c[-1])
             self.Head1 = SeparateFCs(64, c[-1], class_num)
         else:
-            self.BNNecks = _SeparateBNNecks(**SeparateBNNecks)
+            self.BNNecks = layers.SeparateBNNecks(**SeparateBNNecks)
 
     def trunk(self, sils: torch.Tensor) -> torch.Tensor:
         """[n, 1, s, h, w] -> [n, c, s // 3, h', w'] for sequences of one length."""
@@ -124,6 +125,3 @@ class GaitGL(nn.Module):
         return {"embeddings": embed,
                 "training": {"triplet": {"embeddings": embed}, "softmax": {"logits": logits}}}
 
-
-# The constructor's keyword names are OpenGait's config keys and shadow the layer class inside it.
-_SeparateBNNecks = SeparateBNNecks

@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 
 from ..registry import MODELS
-from .layers import HorizontalPoolingPyramid, PackSequenceWrapper, SeparateFCs, SetBlockWrapper, build_backbone
+from . import layers  # layers.X where a config key named X shadows the class
+from .layers import HorizontalPoolingPyramid, PackSequenceWrapper, SetBlockWrapper, build_backbone
 
 
 class BasicConv1d(nn.Module):
@@ -72,7 +73,7 @@ class GaitPart(nn.Module):
     def __init__(self, backbone_cfg: dict, SeparateFCs: dict, bin_num: list[int] = (16,)):
         super().__init__()
         self.Backbone = SetBlockWrapper(build_backbone(backbone_cfg))
-        self.Head = _SeparateFCs(**SeparateFCs)
+        self.Head = layers.SeparateFCs(**SeparateFCs)
         self.HPP = SetBlockWrapper(HorizontalPoolingPyramid(bin_num=bin_num))
         self.TFA = PackSequenceWrapper(TemporalFeatureAggregator(in_channels=SeparateFCs["in_channels"],
                                                                  parts_num=SeparateFCs["parts_num"]))
@@ -84,6 +85,3 @@ class GaitPart(nn.Module):
         embed = self.Head(x)
         return {"embeddings": embed, "training": {"triplet": {"embeddings": embed}}}
 
-
-# The constructor's keyword names are OpenGait's config keys and shadow the layer class inside it.
-_SeparateFCs = SeparateFCs

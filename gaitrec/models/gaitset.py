@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 
 from ..registry import MODELS
-from .layers import BasicConv2d, HorizontalPoolingPyramid, PackSequenceWrapper, SeparateFCs, SetBlockWrapper
+from . import layers  # layers.X where a config key named X shadows the class
+from .layers import BasicConv2d, HorizontalPoolingPyramid, PackSequenceWrapper, SetBlockWrapper
 
 
 def conv_stage(in_c: int, out_c: int, first_kernel: int = 3, pool: bool = True) -> nn.Sequential:
@@ -34,7 +35,7 @@ class GaitSet(nn.Module):
         self.gl_block2 = conv_stage(c[1], c[2])
         self.gl_block3 = conv_stage(c[2], c[3], pool=False)
         self.set_pooling = PackSequenceWrapper(torch.max)
-        self.Head = _SeparateFCs(**SeparateFCs)
+        self.Head = layers.SeparateFCs(**SeparateFCs)
         self.HPP = HorizontalPoolingPyramid(bin_num=bin_num)
 
     def forward(self, sils: torch.Tensor, seq_lengths=None) -> dict:
@@ -51,6 +52,3 @@ class GaitSet(nn.Module):
         embed = self.Head(feature)
         return {"embeddings": embed, "training": {"triplet": {"embeddings": embed}}}
 
-
-# The constructor's keyword names are OpenGait's config keys and shadow the layer class inside it.
-_SeparateFCs = SeparateFCs

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from ..registry import MODELS
 from .gaitset import conv_stage
-from .layers import HorizontalPoolingPyramid, PackSequenceWrapper, SeparateFCs, SetBlockWrapper
+from . import layers  # layers.X where a config key named X shadows the class
+from .layers import HorizontalPoolingPyramid, PackSequenceWrapper, SetBlockWrapper
 
 
 @MODELS.register()
@@ -48,7 +49,7 @@ class GLN(nn.Module):
         self.smooth_layer3 = nn.Conv2d(lateral_dim, lateral_dim, kernel_size=3, padding=1, bias=False)
 
         self.HPP = HorizontalPoolingPyramid(bin_num=self.bin_num)
-        self.Head = _SeparateFCs(**SeparateFCs)
+        self.Head = layers.SeparateFCs(**SeparateFCs)
 
         if not self.pretrain:
             # Compact block. The BN biases stay fixed at zero, as in the paper's BNNeck.
@@ -100,6 +101,3 @@ class GLN(nn.Module):
             training["softmax"] = {"logits": logits}
         return {"embeddings": feature, "training": training}
 
-
-# The constructor's keyword names are OpenGait's config keys and shadow the layer class inside it.
-_SeparateFCs = SeparateFCs

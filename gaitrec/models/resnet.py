@@ -1,8 +1,8 @@
 """ResNet9: the 2D backbone of GaitBase (Fan et al., "OpenGait: Revisiting Gait Recognition Toward Better
 Practicality", CVPR 2023). GaitBase itself is the ``Baseline`` model with this backbone.
 
-A 3x3 stem (no 7x7, and by default no max pooling: silhouettes are small) and four residual stages; a stage
-with 0 blocks is skipped. Parameter names follow torchvision's ResNet, which OpenGait's version extends.
+A 3x3 stem (no 7x7) and four residual stages; a stage with 0 blocks is skipped. Max pooling after the stem
+is on by default, as in OpenGait; GaitBase's configs turn it off (``maxpool: false``): silhouettes are small. Parameter names follow torchvision's ResNet, which OpenGait's version extends.
 """
 from __future__ import annotations
 

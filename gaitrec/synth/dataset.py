@@ -36,7 +36,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.pickle_io import atomic_write_bytes, current_umask, fsync_directory, save_array
+from ..data.pickle_io import save_array
+from ..files import atomic_write_bytes, current_umask, fsync_directory
 from ..errors import ConfigError, DataError
 from ..locking import OutputLock
 from .body import TYPES, VIEWS, Subject, Walk, sample_subject, sample_walk

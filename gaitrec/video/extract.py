@@ -20,7 +20,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..data.pickle_io import atomic_write_bytes, save_array
+from ..data.pickle_io import save_array
+from ..files import atomic_write_bytes
 from ..data.pretreat import align_frame
 from .segment import Detection, Segmenter
 from .source import FrameSource, open_source, write_video

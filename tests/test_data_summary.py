@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gaitrec.data.inspect import dataset_info, format_info, write_contact_sheet
+from gaitrec.data.summary import dataset_info, format_info, write_contact_sheet
 from gaitrec.data.pickle_io import save_array
 from gaitrec.data.store import pack
 
@@ -78,6 +78,7 @@ def test_unknown_protocol_is_an_error(pkl_root):
         dataset_info(pkl_root, dataset="GREW")
 
 
+@pytest.mark.slow  # matplotlib
 def test_contact_sheet(pkl_root, tmp_path):
     path = write_contact_sheet(pkl_root, tmp_path / "sheet.png", n=4, seed=1, frames_per_sequence=3)
     image = cv2.imread(str(path))

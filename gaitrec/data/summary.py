@@ -14,23 +14,22 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ..benchmarks import benchmarks_with, find_benchmark
 from ..errors import DataError
 from .dataset import check_sequence, open_source, read_partition
 
-# Types and views every subject should have, for the datasets with a full subject x type x view grid.
-PROTOCOLS: dict[str, tuple[list[str], list[str]]] = {
-    "CASIA-B": ([f"nm-{i:02d}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"],
-                [f"{a:03d}" for a in range(0, 181, 18)]),
-    "OUMVLP": (["00", "01"], [f"{a:03d}" for a in [*range(0, 91, 15), *range(180, 271, 15)]]),
-}
+# Types and views every subject should have, for the benchmarks with a full subject x type x view grid.
+GRIDS: dict[str, tuple[list[str], list[str]]] = {b.name: (list(b.types), list(b.views))
+                                                 for b in benchmarks_with("types")}
 SHORT_SEQUENCE = 5  # fewer frames than this is worth a look (OpenGait warns at pretreatment)
 
 
 def _guess_protocol(partition_path: Path | None, types: set[str], views: set[str]) -> str | None:
     """A dataset whose grid to check: named by the partition file, else the one whose grid holds the data."""
-    if partition_path is not None and partition_path.stem in PROTOCOLS:
-        return partition_path.stem
-    for name, (expected_types, expected_views) in PROTOCOLS.items():
+    named = find_benchmark(partition_path.stem) if partition_path is not None else None
+    if named is not None and named.name in GRIDS:
+        return named.name
+    for name, (expected_types, expected_views) in GRIDS.items():
         if types <= set(expected_types) and views <= set(expected_views):
             return name
     return None
@@ -43,7 +42,7 @@ def dataset_info(root: str | Path, partition: str | Path | Mapping[str, Sequence
 
     Missing subject/type/view combinations are checked against ``protocol_types`` x ``protocol_views``
     when given, else the grid of ``dataset`` (or of the dataset the partition file is named after, or of a
-    known dataset whose grid holds every type and view on disk): CASIA-B and OU-MVLP. ``partition`` (a JSON
+    known dataset whose grid holds every type and view on disk): the benchmarks with ``types`` and ``views``. ``partition`` (a JSON
     path or a dict with TRAIN_SET/TEST_SET) adds subjects on disk outside it and partition subjects absent
     from disk. Frame counts of a ``.pkl`` dataset need every file read.
     """
@@ -77,10 +76,12 @@ def dataset_info(root: str | Path, partition: str | Path | Mapping[str, Sequence
 
     if protocol_types is None and protocol_views is None:
         name = dataset or _guess_protocol(partition_path, set(types), set(views))
-        if name is not None and name not in PROTOCOLS:
-            raise DataError(f"no type/view grid known for dataset {name!r}: known {', '.join(PROTOCOLS)}")
         if name is not None:
-            protocol_types, protocol_views = PROTOCOLS[name]
+            bench = find_benchmark(name)
+            if bench is None or bench.name not in GRIDS:
+                raise DataError(f"no type/view grid known for dataset {name!r}: known {', '.join(GRIDS)}")
+            name = bench.name
+            protocol_types, protocol_views = GRIDS[name]
     else:
         name = dataset
     missing = None
