@@ -26,9 +26,10 @@ ARC_POINTS = 7           # points on each rounded end of a capsule polygon
 
 
 @lru_cache(maxsize=None)
-def camera_axes(view: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image right, image up and the direction towards the camera (unit vectors, world axes)."""
-    azimuth, elevation = np.radians(float(view)), np.radians(ELEVATION)
+def camera_axes(view: str, elevation: float = ELEVATION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image right, image up and the direction towards the camera (unit vectors, world axes) for a camera
+    at azimuth ``view`` looking down ``elevation`` degrees."""
+    azimuth, elevation = np.radians(float(view)), np.radians(elevation)
     toward = np.array([np.cos(azimuth) * np.cos(elevation), np.sin(azimuth) * np.cos(elevation), np.sin(elevation)])
     right = np.cross(-toward, UP)
     right /= np.linalg.norm(right)
@@ -45,6 +46,7 @@ class Placement:
     origin: np.ndarray      # [T, 3]
     anchor: tuple[float, float]  # (column, row)
     canvas: tuple[int, int]
+    elevation: float = ELEVATION  # degrees the camera looks down
 
 
 def centred_placement(shape: BodyShape, body_height: float, body_pixels: int) -> Placement:
@@ -72,7 +74,7 @@ def camera_placement(shape: BodyShape, view: str, canvas: tuple[int, int]) -> Pl
 
 def project(points: np.ndarray, view: str, placement: Placement) -> np.ndarray:
     """World points [T, N, 3] -> pixel coordinates [T, N, 2] (column, row)."""
-    right, up, _ = camera_axes(view)
+    right, up, _ = camera_axes(view, placement.elevation)
     relative = points - placement.origin[:, None]
     scale = placement.scale[:, None]
     column = placement.anchor[0] + scale * (relative @ right)
@@ -160,7 +162,8 @@ def _plan_artefacts(shape: BodyShape, view: str, placement: Placement, rng: np.r
     erase: list[list[tuple[tuple[int, int], int]]] = [[] for _ in range(frames)]
 
     def add_erasures(where: np.ndarray, points: np.ndarray, radii_m: np.ndarray):
-        at = Placement(placement.scale[where], placement.origin[where], placement.anchor, placement.canvas)
+        at = Placement(placement.scale[where], placement.origin[where], placement.anchor, placement.canvas,
+                       placement.elevation)
         centres = _fixed_point(project(points[:, None], view, at)[:, 0])
         radii = (radii_m * placement.scale[where] * (1 << SUBPIXEL_BITS)).astype(int)
         for t, centre, radius in zip(where, centres, radii):
