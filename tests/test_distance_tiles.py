@@ -43,13 +43,19 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(distance, "TILE_COLUMNS", 40)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("metric", ["euc", "cos"])
 @pytest.mark.parametrize("block_size", [None, 5, 64])
-def test_tiled_distances_are_bit_identical(small_tiles, metric, block_size):
+def test_tiled_distances_are_bit_identical(small_tiles, metric, block_size, threads):
     rng = np.random.default_rng(0)
     probe = rng.standard_normal((50, 64, 3), dtype=np.float32)
     gallery = rng.standard_normal((123, 64, 3), dtype=np.float32)
-    tiled = distance.pairwise_distance(probe, gallery, metric, "cpu", block_size)
+    torch.set_num_threads(threads)  # two: the tiles are shared out among two single-threaded workers
+    try:
+        tiled = distance.pairwise_distance(probe, gallery, metric, "cpu", block_size)
+        assert torch.get_num_threads() == threads  # the workers' one-thread setting is undone
+    finally:
+        torch.set_num_threads(1)
     reference = np.concatenate([b.numpy() for _, b in untiled_blocks(probe, gallery, metric, "cpu", block_size)])
     assert tiled.tobytes() == reference.tobytes()
 

@@ -8,6 +8,7 @@ OU-MVLP-sized test set (130,000 x 256 x 16 float32, 2 GiB) never needs its full 
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
@@ -67,19 +68,45 @@ def distance_blocks(
         p_sq, g_sq = (p * p).sum(dim=2), (g * g).sum(dim=2)  # [P, Q], [P, G]
     else:
         p_sq = g_sq = None
-    for start in range(0, num_probe, block_size):
-        stop = min(start + block_size, num_probe)
-        block = torch.empty(stop - start, num_gallery, dtype=torch.float32, device=device)
-        # Tiles small enough to stay in the CPU's cache across the parts: the per-part arithmetic then costs
-        # little beside the matrix products instead of streaming a [block, gallery] array through memory
-        # five times per part. Every value is computed by the same operations in the same order as without
-        # tiles, so the distances (and every ranking) are bit-identical.
-        for row, row_stop in _even_split(start, stop, TILE_ROWS):
-            for column, column_stop in _even_split(0, num_gallery, TILE_COLUMNS):
-                block[row - start:row_stop - start, column:column_stop] = _tile(
-                    p[:, row:row_stop], g[:, column:column_stop], metric,
-                    None if p_sq is None else p_sq[:, row:row_stop], None if g_sq is None else g_sq[:, column:column_stop])
-        yield start, block
+    # CPU: each of the intra-op threads computes whole tiles with one thread of its own. Splitting every
+    # small per-tile operation across threads instead costs a synchronisation per operation, which on a
+    # machine shared with other jobs made the evaluation 10-20x slower than its matrix products.
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    # Working buffers of one tile per worker, allocated once: a fresh allocation per tile costs page faults.
+    buffers = torch.empty(workers, 3, min(TILE_ROWS, num_probe), min(TILE_COLUMNS, num_gallery),
+                          dtype=torch.float32, device=device)
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
+        for start in range(0, num_probe, block_size):
+            stop = min(start + block_size, num_probe)
+            block = torch.empty(stop - start, num_gallery, dtype=torch.float32, device=device)
+            # Tiles small enough to stay in the CPU's cache across the parts: the per-part arithmetic then
+            # costs little beside the matrix products instead of streaming a [block, gallery] array through
+            # memory five times per part. Every value is computed by the same operations in the same order
+            # as without tiles, so the distances (and every ranking) are bit-identical.
+            tiles = [(row, row_stop, column, column_stop)
+                     for row, row_stop in _even_split(start, stop, TILE_ROWS)
+                     for column, column_stop in _even_split(0, num_gallery, TILE_COLUMNS)]
+
+            def compute(worker: int) -> None:
+                for row, row_stop, column, column_stop in tiles[worker::workers]:
+                    block[row - start:row_stop - start, column:column_stop] = _tile(
+                        p[:, row:row_stop], g[:, column:column_stop], metric,
+                        None if p_sq is None else p_sq[:, row:row_stop],
+                        None if g_sq is None else g_sq[:, column:column_stop], buffers[worker])
+
+            if pool is None:
+                compute(0)
+            else:
+                torch.set_num_threads(1)
+                try:
+                    list(pool.map(compute, range(workers)))
+                finally:
+                    torch.set_num_threads(workers)
+            yield start, block
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
 # Tile of the distance computation: 128 x 1024 float32 is 512 kB, a few of which fit the L2 cache.
@@ -95,13 +122,13 @@ def _even_split(start: int, stop: int, most: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def _tile(x: torch.Tensor, y: torch.Tensor, metric: str, x_sq: torch.Tensor | None, y_sq: torch.Tensor | None
-          ) -> torch.Tensor:
-    """Distances [a, b] between parts-first probes x [P, a, C] and gallery entries y [P, b, C]."""
-    num_parts = x.shape[0]
-    total = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float32, device=x.device)
-    similarity = torch.empty_like(total)
-    squared = torch.empty_like(total) if metric == "euc" else None
+def _tile(x: torch.Tensor, y: torch.Tensor, metric: str, x_sq: torch.Tensor | None, y_sq: torch.Tensor | None,
+          buffers: torch.Tensor) -> torch.Tensor:
+    """Distances [a, b] between parts-first probes x [P, a, C] and gallery entries y [P, b, C], computed in
+    three contiguous [a, b] arrays carved from the front of ``buffers`` (the result may be a view of one)."""
+    num_parts, a, b = x.shape[0], x.shape[1], y.shape[1]
+    total, similarity, squared = (flat.view(a, b) for flat in buffers.view(3, -1)[:, :a * b])
+    total.zero_()
     # Parts are added one after another, in OpenGait's order, so the float32 sums agree with its own.
     for part in range(num_parts):
         torch.mm(x[part], y[part].T, out=similarity)
