@@ -106,3 +106,24 @@ def test_every_protocol_gives_the_untiled_results(small_tiles, monkeypatch, tmp_
             patched.setattr(distance, "distance_blocks", untiled_blocks)
             reference = evaluate(features, name, metric=metric, rerank=rerank, probe_set=probe_set, device="cpu")
         assert json.dumps(tiled, sort_keys=True, default=str) == json.dumps(reference, sort_keys=True, default=str)
+
+
+def test_rerank_beyond_the_available_memory_is_refused_before_allocating(monkeypatch):
+    from gaitrec.errors import DataError
+    from gaitrec.evaluation import rerank
+
+    # OU-MVLP's 133,780 sequences would need about 400 GiB of dense matrices
+    assert rerank.rerank_bytes(133_780) > 400 * 2**30
+    monkeypatch.setattr(rerank, "available_memory", lambda: 2**20)  # 1 MiB: about 180 sequences fit
+
+    def no_distances(*args, **kwargs):
+        raise AssertionError("the joint distances must not be computed")
+
+    monkeypatch.setattr(protocols, "pairwise_distance", no_distances)
+    with pytest.raises(DataError, match=r"^re-ranking 90 probe and gallery sequences needs about 0\.0 GiB") as error:
+        rerank.check_rerank_size(90, available=90 * 90 * 20)
+    assert "re-rank at most about" in str(error.value) and "\n" not in str(error.value)
+    big = random_features([(f"{s + 1:05d}", t, "000") for s in range(120) for t in ("01", "02")], seed=0)
+    with pytest.raises(DataError, match="re-ranking 240 probe and gallery sequences"):
+        evaluate(big, "grew", rerank=True, device="cpu")
+    rerank.check_rerank_size(150)  # 150 x 150 x 24 bytes = 0.5 MiB fits
