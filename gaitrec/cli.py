@@ -454,6 +454,7 @@ BENCH_SUITES = {
               ("bench_inference.py", ["--subjects", "4", "--repeats", "1", "--write"])],
     "full": [("bench_eval_scale.py", ["--subjects", "770", "--repeats", "3", "--write"]),
              ("bench_inference.py", ["--subjects", "8", "--repeats", "3", "--write"]),
+             ("bench_growth.py", ["--write"]),
              ("bench_distance.py", ["--append", str(BENCHMARKS / "RESULTS.md")]),
              ("bench_models.py", ["--write", str(BENCHMARKS / "RESULTS.md")])],
 }
