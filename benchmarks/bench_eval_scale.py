@@ -126,7 +126,7 @@ def main() -> None:
             f"[256, 16] float32, {gigabytes:.2f} GB | {seconds:.1f} s | {limit:.1f} s | {seconds / limit:.2f}x "
             f"| {peak:.2f} GiB |", "",
             "Matrix products alone: the float32 probe-by-gallery products of every part with nothing else (the "
-            "faster of the evaluation's tiles and one product per probe block), the machine's limit for "
+            "fastest of: the evaluation's tiles shared among single-threaded workers, the same tiles with all threads, one product per probe block), the machine's limit for "
             "this computation.", "",
             "Random embeddings: the rank-1 is chance and is not the point; the single-view protocol's 14 x 14 "
             "view pairs are computed in probe blocks, so memory stays near the size of the features.",
