@@ -14,7 +14,7 @@ from .benchmarks import benchmarks_with, protocol_rules
 from .errors import ConfigError, UserError
 
 # Commands that never run torch: they skip setting its thread count (importing torch takes seconds).
-NO_TORCH_COMMANDS = ("synth", "pretreat", "pack", "unpack", "data")
+NO_TORCH_COMMANDS = ("synth", "pretreat", "pack", "unpack", "data", "bench")
 
 # Errors that mean "the input is wrong", printed as one line; anything else is a bug and keeps its traceback.
 # gaitrec raises UserError subclasses for bad input; OSError covers files the user named (missing, unwritable,
@@ -77,6 +77,11 @@ examples:
   gaitrec evaluate run/test/features.npz --protocol casia-b
   gaitrec evaluate features.npz --protocol gait3d --metric cos --rerank --json
   gaitrec evaluate features.npz --protocol oumvlp --output report/""",
+    "bench": """\
+examples:
+  gaitrec bench --quick
+  gaitrec bench --smoke
+  gaitrec bench""",
     "params": """\
 examples:
   gaitrec params configs/gaitgl/gaitgl_OUMVLP.yaml
@@ -447,6 +452,44 @@ def cmd_extract(args) -> int:
     return 0
 
 
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+# (script, arguments) per suite; each script writes its own section of benchmarks/RESULTS.md with --write
+BENCH_SUITES = {
+    "smoke": [("bench_eval_scale.py", ["--subjects", "12"])],
+    "quick": [("bench_eval_scale.py", ["--subjects", "100", "--write"]),
+              ("bench_inference.py", ["--subjects", "4", "--repeats", "1", "--write"])],
+    "full": [("bench_eval_scale.py", ["--subjects", "770", "--repeats", "3", "--write"]),
+             ("bench_inference.py", ["--subjects", "8", "--repeats", "3", "--write"]),
+             ("bench_growth.py", ["--write"]),
+             ("bench_distance.py", ["--append", str(BENCHMARKS / "RESULTS.md")]),
+             ("bench_models.py", ["--write", str(BENCHMARKS / "RESULTS.md")])],
+}
+
+
+def cmd_bench(args) -> int:
+    import subprocess
+    import time
+
+    if not BENCHMARKS.is_dir():
+        raise ConfigError(f"{BENCHMARKS} not found: gaitrec bench runs the benchmark scripts of a source checkout")
+    suite = "smoke" if args.smoke else "quick" if args.quick else "full"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCHMARKS.parent), os.environ.get("PYTHONPATH", "")])}
+    for script, arguments in BENCH_SUITES[suite]:
+        command = [sys.executable, str(BENCHMARKS / script), *arguments]
+        if not args.quiet:
+            print("$ " + " ".join(["python", f"benchmarks/{script}", *arguments]), flush=True)
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL if args.quiet else None)
+        if done.returncode != 0:
+            print(f"gaitrec bench: benchmarks/{script} failed with exit status {done.returncode}", file=sys.stderr)
+            return 1
+        if not args.quiet:
+            print(f"({script}: {time.perf_counter() - start:.0f} s)", flush=True)
+    if suite != "smoke" and not args.quiet:
+        print(f"tables written to {BENCHMARKS / 'RESULTS.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gaitrec", description="Gait recognition: train, test and evaluate "
                                      "OpenGait-compatible models.")
@@ -655,6 +698,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("bench", help="run the benchmark suite and write its tables into benchmarks/RESULTS.md",
+                       description="Run the benchmark scripts of benchmarks/ (a source checkout) one after another; "
+                       "each writes its section of benchmarks/RESULTS.md with the machine's load beside its figures. "
+                       "Default: the full suite (tens of minutes on 2 CPUs).")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="reduced sizes (about 2 minutes on an idle 2-CPU machine)")
+    mode.add_argument("--smoke", action="store_true", help="check that the suite runs, at tiny size; writes nothing")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("gallery", help="list, remove or export the people of a gallery",
                        description="Inspect and edit a gallery made by gaitrec enroll.",

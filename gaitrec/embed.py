@@ -23,7 +23,7 @@ from .default_model import CONFIG as DEFAULT_MODEL_CONFIG
 from .default_model import FRAME_SIZE as DEFAULT_MODEL_FRAME_SIZE
 from .default_model import WEIGHTS as DEFAULT_MODEL_WEIGHTS
 from .device import pick_device
-from .engine.inference import embed_batch, load_trained_model
+from .engine.inference import embed_batch, load_trained_model, prepare_for_inference
 
 # Evaluator sampler keys that only decide how many sequences share a batch, not what an embedding holds.
 _BATCHING_KEYS = ("batch_size", "type")
@@ -72,14 +72,16 @@ class Embedder:
         self.checkpoint = Path(checkpoint)
         self.device = pick_device(device)
         self.evaluator_cfg = cfg["evaluator_cfg"]
-        self.model = load_trained_model(cfg, checkpoint, self.device,
-                                        strict=self.evaluator_cfg["restore_ckpt_strict"]).eval()
+        # The identity hashes the checkpoint's own weights, before folding changes them for speed.
+        self.model = load_trained_model(cfg, checkpoint, self.device, strict=self.evaluator_cfg["restore_ckpt_strict"],
+                                        prepare=False)
+        self.identity = model_identity(cfg, self.model)
+        prepare_for_inference(self.model, self.device)
         self.collator = SequenceCollator(self.evaluator_cfg["sampler"], self.evaluator_cfg["transform"], seed=0)
         batch_size = self.evaluator_cfg["sampler"]["batch_size"]
         self.batch_size = max(1, batch_size if isinstance(batch_size, int) else 1)
         self.metric = self.evaluator_cfg["metric"]
         self.frame_size = tuple(frame_size) if frame_size is not None else None
-        self.identity = model_identity(cfg, self.model)
 
     @classmethod
     def from_files(cls, config: str | Path, checkpoint: str | Path, device: str | torch.device | None = None,

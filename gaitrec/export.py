@@ -276,7 +276,7 @@ def export_checkpoint(cfg: dict, checkpoint: str | Path, out: str | Path, fmt: s
     source = "--frame-size"
     if frame_size is None:
         frame_size, source = frame_size_of(cfg)
-    model = load_trained_model(cfg, checkpoint, torch.device("cpu"), strict=True)
+    model = load_trained_model(cfg, checkpoint, torch.device("cpu"), strict=True, prepare=False)
     metadata = {
         "config_sha256": config_hash(cfg),
         "model_cfg": json.dumps(cfg["model_cfg"], sort_keys=True, default=str),

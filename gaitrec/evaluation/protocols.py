@@ -25,7 +25,7 @@ from ..registry import closest
 from .distance import check_metric, nearest, nearest_in_groups, pairwise_distance
 from .features import check_features
 from .metrics import accuracy_and_map, percent_rounded, rank_k_hits, retrieval_metrics
-from .rerank import k_reciprocal_rerank
+from .rerank import check_rerank_size, k_reciprocal_rerank
 from .result import EvaluationResult, Row
 
 # The probe and gallery rules live in the benchmark records; these names stay for readers of this module.
@@ -81,6 +81,7 @@ class _Distances:
     def matrix(self, probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
         if not self.rerank:
             return pairwise_distance(probe, gallery, self.metric, self.device)
+        check_rerank_size(len(probe) + len(gallery))  # before the joint distances are computed
         joint = np.concatenate([probe, gallery])
         joint_dist = pairwise_distance(joint, joint, self.metric, self.device)
         return k_reciprocal_rerank(joint_dist, len(probe), **self.rerank_params)

@@ -5,9 +5,48 @@ distance are stored in float16.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..errors import DataError
+
+# Bytes per entry of the N x N joint matrix that re-ranking holds at its peak: the float32 distances, their
+# normalised float32 copy, the int64 argsort and its int32 ranking, two float16 neighbour encodings.
+BYTES_PER_PAIR = 4 + 4 + 8 + 4 + 2 + 2
+
+
+def rerank_bytes(num_sequences: int) -> int:
+    """Estimated peak memory of ``k_reciprocal_rerank`` on ``num_sequences`` probes and gallery together."""
+    return BYTES_PER_PAIR * num_sequences * num_sequences
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_rerank_size(num_sequences: int, available: int | None = None) -> None:
+    """Refuse, before anything is allocated, a re-ranking whose dense N x N matrices would not fit in the
+    available memory (re-ranking is dense by construction: every sequence's neighbours among all others)."""
+    available = available_memory() if available is None else available
+    needed = rerank_bytes(num_sequences)
+    if available is not None and needed > 0.8 * available:
+        largest = int((0.8 * available / BYTES_PER_PAIR) ** 0.5)
+        raise DataError(f"re-ranking {num_sequences:,} probe and gallery sequences needs about "
+                        f"{needed / 2**30:,.1f} GiB (dense {num_sequences:,} x {num_sequences:,} matrices) but "
+                        f"{available / 2**30:,.1f} GiB is available; re-rank at most about {largest:,} sequences "
+                        "at a time here, or evaluate without --rerank")
 
 
 def _reciprocal_neighbours(ranking: np.ndarray, i: int, k: int) -> np.ndarray:
@@ -38,6 +77,7 @@ def k_reciprocal_rerank(
         raise DataError(f"re-ranking needs at least one probe and one gallery entry (probes {num_probe} of {n})")
     if min(k1, k2) < 1:
         raise DataError(f"k1 and k2 must be at least 1, got k1={k1}, k2={k2}")
+    check_rerank_size(n)
     column_max = dist.max(axis=0)
     column_max[column_max == 0] = 1  # a column of zeros stays zeros instead of becoming NaN
     dist = np.transpose(dist / column_max)

@@ -19,6 +19,8 @@ class BasicBlockP3D(nn.Module):
     """[n, c, s, h, w]: 2D conv (strided) -> temporal 3x1x1 conv added as a residual -> 2D conv, plus shortcut."""
     expansion = 1
 
+    conv_bn_pairs = (("shortcut3d", "sbn"),)  # sbn(shortcut3d(out)) in forward
+
     def __init__(self, inplanes: int, planes: int, stride=(1, 1), downsample: nn.Module | None = None):
         super().__init__()
         self.relu = nn.ReLU(inplace=True)
@@ -40,6 +42,7 @@ class BasicBlockP3D(nn.Module):
 class BasicBlock3D(nn.Module):
     """ResNet basic block with 3x3x3 convs; ``stride`` is (time, height, width)."""
     expansion = 1
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))  # the residual of BasicBlock2D: bnK(convK(x))
 
     def __init__(self, inplanes: int, planes: int, stride=(1, 1, 1), downsample: nn.Module | None = None):
         super().__init__()

@@ -256,6 +256,8 @@ class BasicBlock2D(nn.Module):
     Same parameter names as torchvision's ``BasicBlock``, which OpenGait's ResNet9 is built from.
     """
     expansion = 1
+    # bnK is applied straight to convK's output in forward, so inference may fold it into the conv
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(self, inplanes: int, planes: int, stride=1, downsample: nn.Module | None = None):
         super().__init__()

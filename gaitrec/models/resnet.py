@@ -18,6 +18,7 @@ from .layers import BACKBONES, BasicBlock2D, BasicConv2d, conv1x1, conv3x3
 class Bottleneck(nn.Module):
     """ResNet bottleneck block: 1x1 reduce, 3x3 (strided), 1x1 expand by 4, identity shortcut."""
     expansion = 4
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))  # bnK(convK(x)) in forward
 
     def __init__(self, inplanes: int, planes: int, stride=1, downsample: nn.Module | None = None):
         super().__init__()
@@ -43,6 +44,8 @@ BLOCKS = {"BasicBlock": BasicBlock2D, "Bottleneck": Bottleneck}
 
 @BACKBONES.register()
 class ResNet9(nn.Module):
+    conv_bn_pairs = (("conv1", "bn1"),)  # bn1(conv1(x)) in forward
+
     def __init__(self, block: str, channels: Sequence[int] = (32, 64, 128, 256), in_channel: int = 1,
                  layers: Sequence[int] = (1, 2, 2, 1), strides: Sequence[int] = (1, 2, 2, 1), maxpool: bool = True):
         super().__init__()
