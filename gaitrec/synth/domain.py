@@ -37,7 +37,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..data.pickle_io import atomic_write_bytes, current_umask, fsync_directory, save_array
+from ..data.pickle_io import save_array
+from ..files import atomic_write_bytes, current_umask, fsync_directory
 from ..data.pretreat import align_frame
 from ..errors import ConfigError
 from .body import FPS, TYPES, sample_subject, sample_walk
