@@ -69,13 +69,16 @@ def random_features(rows: list[tuple[str, str, str]], seed: int) -> dict:
 
 
 def protocol_features(name: str) -> tuple[dict, dict]:
+    from gaitrec.benchmarks import protocol_rules
+
     if name.startswith("casia-b"):
         types = [f"nm-0{i}" for i in range(1, 7)] + ["bg-01", "bg-02", "cl-01", "cl-02"]
         rows = [(f"{s:03d}", t, v) for s in range(5) for t in types for v in ("000", "090", "180")]
     elif name.startswith("oumvlp"):
         rows = [(f"{s:05d}", t, v) for s in range(8) for t in ("00", "01") for v in ("000", "015", "030")]
     elif name == "casia-e":
-        types = protocols.CASIA_E_GALLERY + [t for ts in protocols.CASIA_E_PROBES.values() for t in ts]
+        rule = protocol_rules()["casia-e"]
+        types = list(rule.gallery) + [t for ts in rule.probes.values() for t in ts]
         rows = [(f"{s:04d}", t, v) for s in range(3) for t in types for v in ("000", "090", "270")]
     elif name == "sustech1k":
         types = ["00-nm", "01-nm", "01-bg", "02-cl", "02-cr", "03-ub", "03-uf", "04-oc", "04-nt"]
