@@ -32,8 +32,28 @@ def _batch_error(batch_size, pair: bool) -> str | None:
     return None
 
 
+class GlobalBatches:
+    """Training samplers draw the global batch of each iteration from (seed, iteration) alone, and each process
+    takes every ``world_size``-th item of it: identical batches whatever the number of processes or a resume.
+    Items are ``(iteration, position in the global batch, sequence index)``."""
+
+    iteration: int
+    rank: int
+    world_size: int
+
+    def global_batch(self, iteration: int) -> list[int]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[ItemId]]:
+        while True:
+            it = self.iteration
+            batch = self.global_batch(it)
+            self.iteration += 1
+            yield [(it, pos, idx) for pos, idx in enumerate(batch)][self.rank::self.world_size]
+
+
 @SAMPLERS.register()
-class TripletSampler:
+class TripletSampler(GlobalBatches):
     """Infinite P x K batches: P distinct subjects, K sequences each (with replacement if a subject has fewer)."""
 
     stage = "train"
@@ -67,16 +87,10 @@ class TripletSampler:
             batch = [batch[i] for i in rng.permutation(len(batch))]
         return batch
 
-    def __iter__(self) -> Iterator[list[ItemId]]:
-        while True:
-            it = self.iteration
-            batch = self.global_batch(it)
-            self.iteration += 1
-            yield [(it, pos, idx) for pos, idx in enumerate(batch)][self.rank::self.world_size]
 
 
 @SAMPLERS.register()
-class CommonSampler:
+class CommonSampler(GlobalBatches):
     """Infinite batches of ``batch_size`` sequences drawn uniformly, with replacement, from the whole train
     set, with no subject structure (OpenGait's CommonSampler, for losses that need no P x K batch)."""
 
@@ -97,13 +111,6 @@ class CommonSampler:
     def global_batch(self, iteration: int) -> list[int]:
         rng = np.random.default_rng([self.seed, iteration, 0])
         return rng.integers(0, self.num_sequences, self.batch_size).tolist()
-
-    def __iter__(self) -> Iterator[list[ItemId]]:
-        while True:
-            it = self.iteration
-            batch = self.global_batch(it)
-            self.iteration += 1
-            yield [(it, pos, idx) for pos, idx in enumerate(batch)][self.rank::self.world_size]
 
 
 @SAMPLERS.register()
