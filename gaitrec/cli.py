@@ -96,7 +96,8 @@ examples:
 examples:
   gaitrec synth --output synthgait
   gaitrec synth --output small --subjects 8 --frames 20 --views 000,090 --types nm-01,nm-05,bg-01,cl-01
-  gaitrec synth --preview sheet.png --views 000,090""",
+  gaitrec synth --preview sheet.png --views 000,090
+  gaitrec synth --output street --domain street --subjects 400 --walks 4   # street-camera tracks""",
     "pretreat": """\
 examples:
   gaitrec pretreat /data/CASIA-B-raw /data/CASIA-B-pkl --dataset casia-b
@@ -239,6 +240,10 @@ def cmd_demo(args) -> int:
 def cmd_synth(args) -> int:
     from .synth import generate_dataset, write_preview
 
+    if args.domain:
+        return synth_domain(args)
+    if args.walks is not None:
+        raise ConfigError("--walks applies to --domain street or heldout")
     if args.preview:
         shown = {k: v for k, v in (("subjects", args.subjects), ("frames", args.frames), ("views", args.views),
                                    ("types", args.types)) if v is not None}
@@ -252,6 +257,23 @@ def cmd_synth(args) -> int:
         print(json.dumps(summary, default=str))
     if not args.output and not args.preview:
         raise ConfigError("nothing to do: give --output DIR and/or --preview PNG")
+    return 0
+
+
+def synth_domain(args) -> int:
+    """``gaitrec synth --domain``: tracks rendered as a street camera (or the held-out camera) sees them."""
+    from .synth.domain import generate_domain_dataset
+
+    other = [flag for flag, value in (("--frames", args.frames), ("--views", args.views), ("--types", args.types),
+                                      ("--raw", args.raw), ("--preview", args.preview)) if value]
+    if other:
+        raise ConfigError(f"{', '.join(other)} do not apply to --domain {args.domain} (its tracks draw their own "
+                          "camera, length and direction)")
+    if not args.output:
+        raise ConfigError(f"--domain {args.domain} needs --output DIR")
+    summary = generate_domain_dataset(args.output, args.domain, subjects=args.subjects or 1000,
+                                      walks=args.walks or 4, seed=args.seed, size=args.size, progress=not args.quiet)
+    print(json.dumps(summary, default=str))
     return 0
 
 
@@ -573,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--types", type=lambda text: text.split(","), help="comma-separated subset of types, e.g. nm-01,cl-01 (default: all 10)")
     p.add_argument("--raw", action="store_true", help="write full-frame PNGs in CASIA-B's raw layout")
     p.add_argument("--preview", help="write a contact sheet PNG of the chosen views and types (default: none)")
+    p.add_argument("--domain", choices=["street", "heldout"], default=None,
+                   help="instead of CASIA-B's studio: tracks as a street camera sees them (street), or the held-out "
+                   "domain kept for measuring transfer (default: none)")
+    p.add_argument("--walks", type=int, default=None, help="tracks per subject with --domain (default: 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 

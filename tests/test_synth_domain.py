@@ -65,3 +65,20 @@ def test_pairs_hold_two_tracks_per_subject():
     gallery, probe = domain_pairs("heldout", subjects=3, seed=0)
     assert len(gallery) == len(probe) == 3
     assert all(not np.array_equal(g[:4], p[:4]) for g, p in zip(gallery, probe))
+
+
+def test_synth_command_writes_a_domain_dataset_and_refuses_studio_options(tmp_path, capsys):
+    from gaitrec.cli import main
+
+    out = tmp_path / "street"
+    assert main(["synth", "--output", str(out), "--domain", "street", "--subjects", "3", "--walks", "2", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["subjects"] == 3 and summary["sequences"] == 6 and not summary["reused"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["001", "002", "003"]
+    other = str(tmp_path / "other")
+    for args, words in [(["--output", other, "--domain", "street", "--views", "000"], "--views do not apply to --domain"),
+                        (["--output", other, "--walks", "3"], "--walks applies to --domain"),
+                        (["--domain", "heldout"], "needs --output")]:
+        assert main(["synth", *args]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1
