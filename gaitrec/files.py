@@ -4,8 +4,11 @@ finished write. Every module that writes results, checkpoints, galleries or data
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -43,3 +46,23 @@ def fsync_directory(folder: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def building_directory(output: str | Path) -> Iterator[Path]:
+    """A private temporary directory beside ``output`` (following the umask) to build a whole dataset in: when
+    the block ends it replaces ``output`` (which must be absent, empty or disposable) in one rename, made
+    durable; when the block fails it is removed. Readers never see a half-built ``output``."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
+    os.chmod(temp, 0o777 & ~current_umask())  # mkdtemp creates 0700
+    try:
+        yield temp
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(temp, output)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    fsync_directory(output.parent)

@@ -22,9 +22,7 @@ is an interrupted run of an older gaitrec and is replaced.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 import warnings
 import zlib
@@ -37,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.pickle_io import save_array
-from ..files import atomic_write_bytes, current_umask, fsync_directory
+from ..files import atomic_write_bytes, building_directory
 from ..errors import ConfigError, DataError
 from ..locking import OutputLock
 from .body import TYPES, VIEWS, Subject, Walk, sample_subject, sample_walk
@@ -109,18 +107,10 @@ def generate_dataset(output: str | Path, subjects: int = DEFAULT_SUBJECTS, frame
             return existing
         for stale in output.parent.glob(f".{output.name}.*.tmp"):  # killed runs' leftovers: ours under the lock
             shutil.rmtree(stale, ignore_errors=True)
-        temp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
-        os.chmod(temp, 0o777 & ~current_umask())  # mkdtemp creates 0700; outputs follow the umask
-        try:
+        # An existing output is empty, or an older gaitrec's interrupted run (checked above): it is replaced.
+        with building_directory(output) as temp:
             summary = _generate(temp, parameters, raw_size, progress)
             summary["output"] = str(output)
-            if output.exists():  # empty, or an older gaitrec's interrupted run (checked above)
-                shutil.rmtree(output)
-            os.replace(temp, output)
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
-        fsync_directory(output.parent)
         return summary
     finally:
         lock.release()

@@ -26,9 +26,6 @@ morphology instead of SynthGait's outline noise). Never train or tune on ``heldo
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.pickle_io import save_array
-from ..files import atomic_write_bytes, current_umask, fsync_directory
+from ..files import atomic_write_bytes, building_directory
 from ..data.pretreat import align_frame
 from ..errors import ConfigError
 from .body import FPS, TYPES, sample_subject, sample_walk
@@ -295,11 +292,8 @@ def generate_domain_dataset(output: str | Path, domain: str = "street", subjects
         return dict(recorded["summary"], reused=True)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise FileExistsError(f"{output} is not empty and is not a SynthGait domain dataset; refusing to write into it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))
-    os.chmod(temp, 0o777 & ~current_umask())
     started = time.perf_counter()
-    try:
+    with building_directory(output) as temp:
         width = max(3, len(str(subjects)))
         ids = [f"{i + 1:0{width}d}" for i in range(subjects)]
         sequences = frames = 0
@@ -320,11 +314,4 @@ def generate_domain_dataset(output: str | Path, domain: str = "street", subjects
         summary = {"subjects": subjects, "sequences": sequences, "frames": frames,
                    "seconds": round(time.perf_counter() - started, 3), "output": str(output), "reused": False}
         atomic_write_bytes(temp / MARKER, json.dumps({"parameters": parameters, "summary": summary}, indent=1).encode())
-        if output.exists():
-            output.rmdir()
-        os.replace(temp, output)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    fsync_directory(output.parent)
     return summary
