@@ -340,9 +340,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     add_device_arg(p)
 
 
-def add_threshold_arg(p: argparse.ArgumentParser) -> None:
+def add_naming_args(p: argparse.ArgumentParser, json_help: str) -> None:
+    """The options that commands naming people against a gallery share: threshold, JSON output, model, quiet."""
     p.add_argument("--threshold", type=float, default=None,
                    help="largest distance accepted as a match (default: calibrated from the gallery)")
+    p.add_argument("--json", action="store_true", help=json_help)
+    add_model_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def check_model_args(args) -> None:
@@ -699,12 +703,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("gallery", metavar="GALLERY", help="gallery file (SQLite)")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="sequences to identify")
     p.add_argument("--top-k", type=int, default=5, help="names listed per query (default: 5)")
-    add_threshold_arg(p)
-    p.add_argument("--json", action="store_true",
-                   help='print {"model", "threshold", "queries": [{"source", "track", "matches": [{"name", '
-                   '"distance"}], "decision"}]}')
-    add_model_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_naming_args(p, 'print {"model", "threshold", "queries": [{"source", "track", "matches": [{"name", '
+                    '"distance"}], "decision"}]}')
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("watch", help="name people live as they walk in a video, camera or stream",
@@ -716,13 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", required=True, help="gallery file (SQLite) made by gaitrec enroll")
     p.add_argument("--window", type=int, default=30, help="silhouettes per identification (default: 30)")
     p.add_argument("--step", type=int, default=10, help="new silhouettes between identifications (default: 10)")
-    add_threshold_arg(p)
     p.add_argument("--annotate", help="write the video with boxes and names (.mp4 or .avi; default: none)")
-    p.add_argument("--json", action="store_true",
-                   help='print {"model", "source", "fps", "frames", "seconds", "tracks": [{"track", "first_frame", '
-                   '"name", "nearest", "windows"}]} instead of live lines')
-    add_model_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_naming_args(p, 'print {"model", "source", "fps", "frames", "seconds", "tracks": [{"track", "first_frame", '
+                    '"name", "nearest", "windows"}]} instead of live lines')
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("bench", help="run the benchmark suite and write its tables into benchmarks/RESULTS.md",
