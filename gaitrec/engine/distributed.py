@@ -128,9 +128,12 @@ def wrap_model(model: nn.Module, ctx: DistContext, trainer_cfg: dict) -> nn.Modu
             model = convert_to_global_batchnorm(model)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     # Gradients as views into DDP's buckets: no copy of every gradient into the bucket before its all-reduce.
+    # Synchronised batch norms keep equal running statistics in every process, so the broadcast of rank 0's
+    # buffers before each forward (one more collective per step) is needed only without them.
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
                                                find_unused_parameters=trainer_cfg["find_unused_parameters"],
-                                               gradient_as_bucket_view=True)
+                                               gradient_as_bucket_view=True,
+                                               broadcast_buffers=not trainer_cfg["sync_BN"])
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
