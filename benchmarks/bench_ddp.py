@@ -80,10 +80,11 @@ def final_weights(work: Path, name: str, iterations: int) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def weight_difference(a: dict, b: dict) -> float:
-    """The largest difference between two sets of weights, relative to each tensor's largest magnitude."""
+def weight_difference(a: dict, b: dict, prefix: str = "") -> float:
+    """The largest difference between two sets of weights (those named ``prefix...``), relative to each
+    tensor's largest magnitude."""
     return max(float((a[k].float() - b[k].float()).abs().max() / a[k].float().abs().max().clamp(min=1e-12))
-               for k in a)
+               for k in a if k.startswith(prefix))
 
 
 def medians(rows: list[dict], skip: int) -> dict:
@@ -196,6 +197,22 @@ def main() -> None:
             print(f"{label} vs one process: triplet loss relative difference at iteration 1 {diffs[0]:.1e}, "
                   f"largest over {len(diffs)} iterations {max(diffs):.1e}; final weights differ by up to "
                   f"{weights:.1e} of a tensor's largest value")
+
+        # Adam's first steps are about lr x sign(gradient): a gradient component at rounding level moves its
+        # weight by a whole step either way. Plain SGD shows how close the two computations themselves are.
+        sgd = ("optimizer_cfg.solver=SGD", "optimizer_cfg.lr=0.05")
+        steps = 5
+        train_run(work, "sgd-one", DEMO, demo_data, steps, threads=1, extra=sgd)
+        sgd_one = final_weights(work, "sgd-one", steps)
+        for label, extra in (("per-process batch norm", ()), ("sync_BN", ("trainer_cfg.sync_BN=true",))):
+            name = f"sgd-two-{len(extra)}"
+            train_run(work, name, DEMO, demo_data, steps, threads=1, nproc=2, extra=sgd + extra)
+            two = final_weights(work, name, steps)
+            print(f"SGD (lr 0.05), {steps} steps, torchrun x2 with {label} vs one process: weights differ by up to "
+                  f"{weight_difference(sgd_one, two, "Backbone"):.1e} (convolutions), "
+                  f"{weight_difference(sgd_one, two, 'FCs'):.1e} (FCs), "
+                  f"{weight_difference(sgd_one, two, 'BNNecks'):.1e} (BNNecks, running statistics included) "
+                  "of a tensor's largest value", flush=True)
 
         before = load()
         proc = subprocess.run([*_torchrun(2), str(Path(__file__).resolve()), "--allreduce-worker"], cwd=work,
