@@ -209,7 +209,7 @@ def main() -> None:
             train_run(work, name, DEMO, demo_data, steps, threads=1, nproc=2, extra=sgd + extra)
             two = final_weights(work, name, steps)
             print(f"SGD (lr 0.05), {steps} steps, torchrun x2 with {label} vs one process: weights differ by up to "
-                  f"{weight_difference(sgd_one, two, "Backbone"):.1e} (convolutions), "
+                  f"{weight_difference(sgd_one, two, 'Backbone'):.1e} (convolutions), "
                   f"{weight_difference(sgd_one, two, 'FCs'):.1e} (FCs), "
                   f"{weight_difference(sgd_one, two, 'BNNecks'):.1e} (BNNecks, running statistics included) "
                   "of a tensor's largest value", flush=True)
