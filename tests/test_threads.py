@@ -34,7 +34,7 @@ def test_under_torchrun_omp_num_threads_is_not_the_users_word():
 def test_oversubscription_asked_for_is_granted_with_a_warning(monkeypatch):
     monkeypatch.setattr("gaitrec.threads.usable_cores", lambda: 2)
     try:
-        with pytest.warns(UserWarning, match="2 process\\(es\\) x 2 thread\\(s\\) on 2 core"):
+        with pytest.warns(UserWarning, match="GAITREC_THREADS: 2 process\\(es\\) x 2 thread\\(s\\) on 2 core"):
             assert apply_thread_count({"LOCAL_WORLD_SIZE": "2", "GAITREC_THREADS": "2"}) == 2
     finally:
         torch.set_num_threads(1)
@@ -90,3 +90,13 @@ def test_pretreatment_sizes_its_pool_by_the_same_rule(tmp_path, monkeypatch):
     pretreat_module.pretreat(tmp_path / "raw", tmp_path / "one", progress=False)
     assert sizes == [2]  # one free core: no pool at all
     assert len(list((tmp_path / "one").glob("*/*/*/*.pkl"))) == 2
+
+
+def test_more_processes_than_cores_by_the_rule_is_quiet(monkeypatch, recwarn):
+    monkeypatch.setattr("gaitrec.threads.usable_cores", lambda: 2)
+    try:
+        assert apply_thread_count({"LOCAL_WORLD_SIZE": "4"}) == 1
+        assert apply_thread_count({"OMP_NUM_THREADS": "3"}) == 3
+    finally:
+        torch.set_num_threads(1)
+    assert [str(w.message).split(":")[0] for w in recwarn] == ["OMP_NUM_THREADS"]
