@@ -12,7 +12,8 @@ iterations:
 - one process, 2 threads; one process, 1 thread (the same global batch);
 - ``torchrun --nproc_per_node 2``, 1 thread each (each rank takes half the global batch, as the sampler does),
   with per-process batch norm (``sync_BN: false``, the demo's setting) and with ``sync_BN: true``;
-- one process, 1 thread, half the batch (8 x 2): what one rank computes, without the distribution.
+- one process, 1 thread, half the batch (8 x 2): what one rank computes, without the distribution;
+- two such runs at once, side by side: what the machine gives two processes, without any communication.
 
 It also times gloo's all-reduce of a gradient the size of the model's (demo and baseline models) between two
 processes, and data loading against the step for the baseline config (``configs/baseline/baseline.yaml``,
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,6 +178,17 @@ def main() -> None:
         for label, got in results.items():
             print(f"{label:>38}: step {got['step']:.3f} s, data {got['data'] * 1000:.1f} ms ({got['share']:.2%}), "
                   f"median of {got['n']} iterations")
+
+        # What the machine gives two processes at once, without any communication: two independent runs of
+        # half the batch side by side. Against the half batch alone, this is the slow-down torchrun cannot avoid.
+        half = settings[-1][1]["extra"]
+        before = load()
+        with ThreadPoolExecutor(2) as pool:
+            pair = [pool.submit(train_run, work, f"pair{i}", DEMO, demo_data, args.iterations, threads=1, extra=half)
+                    for i in range(2)]
+            pair = [medians(run.result(), args.skip)["step"] for run in pair]
+        print(f"two one-process runs at once, half the batch and 1 thread each, no communication: step "
+              f"{pair[0]:.3f} s and {pair[1]:.3f} s; load {before} -> {load()}", flush=True)
 
         two = results["torchrun x2, 1 thread each"]["step"]
         print(f"speed-up of torchrun x2 over one process with 2 threads: "
