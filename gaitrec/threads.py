@@ -8,6 +8,7 @@ cores actually free.
 from __future__ import annotations
 
 import os
+import warnings
 from .errors import ConfigError
 
 ENV_VAR = "GAITREC_THREADS"
@@ -31,14 +32,35 @@ def _positive_int(text: str, name: str) -> int:
     return value
 
 
+def local_processes(environ: dict | None = None) -> int:
+    """Processes ``torchrun`` started on this machine (``LOCAL_WORLD_SIZE``; 1 outside torchrun)."""
+    environ = os.environ if environ is None else environ
+    try:
+        return max(1, int(environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    except ValueError:
+        return 1
+
+
+def _setting_read(environ: dict) -> str | None:
+    """The variable that sets the count, if one is set: ``GAITREC_THREADS``, else ``OMP_NUM_THREADS`` (not
+    under torchrun with several processes per machine; see ``choose_threads``)."""
+    names = (ENV_VAR,) if local_processes(environ) > 1 else (ENV_VAR, "OMP_NUM_THREADS")
+    return next((name for name in names if environ.get(name, "").strip()), None)
+
+
 def choose_threads(environ: dict | None = None, cores: int | None = None, load: float | None = None) -> int:
     """Threads for one process: ``GAITREC_THREADS`` if set, else ``OMP_NUM_THREADS`` if set, else the cores
     not busy with other work (usable cores minus the 1-minute load average, at least 1), shared among the
-    processes torchrun started on this machine."""
+    processes torchrun started on this machine.
+
+    Under torchrun with several processes per machine ``OMP_NUM_THREADS`` is not read: torchrun sets it to 1
+    itself when it is unset, so there it says nothing about the user's wish (and a value exported for
+    one-process runs would put that many threads in every process). ``GAITREC_THREADS`` still sets it.
+    """
     environ = os.environ if environ is None else environ
-    for name in (ENV_VAR, "OMP_NUM_THREADS"):
-        if environ.get(name, "").strip():
-            return _positive_int(environ[name].strip(), name)
+    asked = _setting_read(environ)
+    if asked:
+        return _positive_int(environ[asked].strip(), asked)
     cores = usable_cores() if cores is None else cores
     if load is None:
         try:
@@ -46,14 +68,19 @@ def choose_threads(environ: dict | None = None, cores: int | None = None, load: 
         except (AttributeError, OSError):
             load = 0.0
     free = max(1, min(cores, round(cores - load)))
-    local_processes = int(environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, free // max(1, local_processes))
+    return max(1, free // local_processes(environ))
 
 
 def apply_thread_count(environ: dict | None = None) -> int:
     """Set torch's intra-op thread count by ``choose_threads`` and return it (call once, at start-up)."""
     import torch
 
+    environ = os.environ if environ is None else environ
     threads = choose_threads(environ)
+    processes, cores = local_processes(environ), usable_cores()
+    asked = _setting_read(environ)
+    if asked and threads > 1 and threads * processes > cores:  # the rule itself never asks for more
+        warnings.warn(f"{asked}: {processes} process(es) x {threads} thread(s) on {cores} core(s), the threads "
+                      f"will wait for each other; unset {asked} to share the free cores")
     torch.set_num_threads(threads)
     return threads

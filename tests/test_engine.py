@@ -200,6 +200,20 @@ def test_two_process_gloo_training_matches_one_process(tiny, tmp_path):
         assert a["triplet/loss"] == pytest.approx(b["triplet/loss"], rel=1e-2)
 
 
+def test_two_process_cpu_training_with_sync_bn_trains_as_one_process(tiny, tmp_path):
+    # Both losses: the cross-entropy reads the BNNeck's batch norm, whose statistics (and running buffers)
+    # must come from the global batch for the two processes to take one process's steps.
+    one = train(cfg_of(tiny, "trainer_cfg.save_name=one"), progress=False, test_at_end=False)
+    _torchrun(["train", str(tiny), "--set", "trainer_cfg.save_name=two", "--set", "trainer_cfg.sync_BN=true",
+               "--no-test", "--quiet"], cwd=tmp_path)
+    expected = load_checkpoint(one["run_dir"] / "checkpoints" / "one-00006.pt")["model"]
+    got = load_checkpoint(tmp_path / "out" / "Tiny" / "Baseline" / "two" / "checkpoints" / "two-00006.pt")["model"]
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        scale = value.float().abs().max().clamp(min=1e-6)
+        assert (got[key].float() - value.float()).abs().max() <= 1e-3 * scale, key
+
+
 def test_two_process_testing_gives_the_same_features(tiny, tmp_path):
     first = train(cfg_of(tiny, "trainer_cfg.total_iter=3"), progress=False, test_at_end=False)
     ckpt = first["run_dir"] / "checkpoints" / "tiny-00003.pt"

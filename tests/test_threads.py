@@ -6,7 +6,7 @@ import torch
 
 from gaitrec.cli import main
 from gaitrec.config import CONFIG_DIR
-from gaitrec.threads import choose_threads
+from gaitrec.threads import apply_thread_count, choose_threads
 
 
 def test_busy_machine_gets_the_free_cores_only():
@@ -18,6 +18,26 @@ def test_busy_machine_gets_the_free_cores_only():
 
 def test_torchrun_processes_share_the_free_cores():
     assert choose_threads({"LOCAL_WORLD_SIZE": "4"}, cores=16, load=0.0) == 4
+    # Two processes on 2 cores: one thread each, quiet or busy, never two each.
+    assert choose_threads({"LOCAL_WORLD_SIZE": "2"}, cores=2, load=0.0) == 1
+    assert choose_threads({"LOCAL_WORLD_SIZE": "2"}, cores=2, load=6.0) == 1
+    assert choose_threads({"LOCAL_WORLD_SIZE": "2"}, cores=16, load=4.0) == 6
+
+
+def test_under_torchrun_omp_num_threads_is_not_the_users_word():
+    # torchrun puts OMP_NUM_THREADS=1 into every process itself; one exported for single runs is not per rank.
+    assert choose_threads({"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}, cores=16, load=0.0) == 8
+    assert choose_threads({"LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "2"}, cores=2, load=0.0) == 1
+    assert choose_threads({"LOCAL_WORLD_SIZE": "2", "GAITREC_THREADS": "3"}, cores=2, load=0.0) == 3
+
+
+def test_oversubscription_asked_for_is_granted_with_a_warning(monkeypatch):
+    monkeypatch.setattr("gaitrec.threads.usable_cores", lambda: 2)
+    try:
+        with pytest.warns(UserWarning, match="GAITREC_THREADS: 2 process\\(es\\) x 2 thread\\(s\\) on 2 core"):
+            assert apply_thread_count({"LOCAL_WORLD_SIZE": "2", "GAITREC_THREADS": "2"}) == 2
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_user_settings_win_over_the_load():
@@ -70,3 +90,13 @@ def test_pretreatment_sizes_its_pool_by_the_same_rule(tmp_path, monkeypatch):
     pretreat_module.pretreat(tmp_path / "raw", tmp_path / "one", progress=False)
     assert sizes == [2]  # one free core: no pool at all
     assert len(list((tmp_path / "one").glob("*/*/*/*.pkl"))) == 2
+
+
+def test_more_processes_than_cores_by_the_rule_is_quiet(monkeypatch, recwarn):
+    monkeypatch.setattr("gaitrec.threads.usable_cores", lambda: 2)
+    try:
+        assert apply_thread_count({"LOCAL_WORLD_SIZE": "4"}) == 1
+        assert apply_thread_count({"OMP_NUM_THREADS": "3"}) == 3
+    finally:
+        torch.set_num_threads(1)
+    assert [str(w.message).split(":")[0] for w in recwarn] == ["OMP_NUM_THREADS"]

@@ -46,14 +46,94 @@ def init(device: str | None = None, backend: str | None = None) -> DistContext:
     return DistContext(rank, world_size, local_rank, dev)
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """The sum of a tensor over all processes; its gradient is the sum of the processes' gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm over the global batch of all processes, for CPU training (gloo): torch's SyncBatchNorm runs
+    on GPUs only. Outside distributed training, and in eval mode, it is a plain batch norm; its parameters and
+    buffers are a batch norm's, so checkpoints are the same either way."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        dtype = input.dtype
+        if dtype in (torch.float16, torch.bfloat16):  # statistics in fp32 under autocast, as torch keeps them
+            input = input.float()
+        channels = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        shape = [1, channels] + [1] * (input.dim() - 2)
+        # The mean first, then the spread around it: E[x^2] - E[x]^2 in one reduction loses digits.
+        sums = _SumOverProcesses.apply(torch.cat([input.sum(dims), input.new_tensor([input.numel() / channels])]))
+        count = sums[-1]
+        mean = sums[:-1] / count
+        centred = input - mean.view(shape)
+        var = _SumOverProcesses.apply((centred * centred).sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * (count / (count - 1).clamp(min=1)), momentum)  # unbiased, as torch
+        out = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(dtype)
+
+
+def convert_to_global_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` with every batch norm replaced by a ``GlobalBatchNorm`` sharing its parameters and buffers."""
+    converted = module
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                    module.track_running_stats)
+        if module.affine:
+            converted.weight, converted.bias = module.weight, module.bias
+        if module.track_running_stats:
+            converted.running_mean, converted.running_var = module.running_mean, module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
+        converted.train(module.training)
+    for name, child in module.named_children():
+        converted.add_module(name, convert_to_global_batchnorm(child))
+    return converted
+
+
 def wrap_model(model: nn.Module, ctx: DistContext, trainer_cfg: dict) -> nn.Module:
+    """``model`` in DistributedDataParallel when distributed (else as it is), its batch norms synchronised over
+    the processes with ``sync_BN``."""
     if not ctx.distributed:
         return model
     if trainer_cfg["sync_BN"]:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if ctx.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            model = convert_to_global_batchnorm(model)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    # Gradients as views into DDP's buckets: no copy of every gradient into the bucket before its all-reduce.
+    # Synchronised batch norms keep equal running statistics in every process, so the broadcast of rank 0's
+    # buffers before each forward (one more collective per step) is needed only without them.
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                               find_unused_parameters=trainer_cfg["find_unused_parameters"])
+                                               find_unused_parameters=trainer_cfg["find_unused_parameters"],
+                                               gradient_as_bucket_view=True,
+                                               broadcast_buffers=not trainer_cfg["sync_BN"])
 
 
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
