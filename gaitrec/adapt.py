@@ -196,9 +196,9 @@ def batch_loss(model: torch.nn.Module, collator: SequenceCollator, items: list[d
     return loss_fn(outputs["training"][prefix]["embeddings"], labels, negatives=pair_negatives)
 
 
-def _as_tracks(sources) -> list[FootageTrack]:
+def _as_tracks(sources, progress: bool) -> list[FootageTrack]:
     sources = list(sources)
-    return sources if all(isinstance(s, FootageTrack) for s in sources) else load_footage(sources)
+    return sources if all(isinstance(s, FootageTrack) for s in sources) else load_footage(sources, progress)
 
 
 def adapt(cfg: dict, weights: dict, sources: Sequence[str | Path] | Sequence[FootageTrack],
@@ -218,7 +218,7 @@ def adapt(cfg: dict, weights: dict, sources: Sequence[str | Path] | Sequence[Foo
             raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"learning rate must be a positive number, got {lr!r}")
-    tracks = _as_tracks(sources)
+    tracks = _as_tracks(sources, progress)
     negatives = check_footage(tracks, frame_size)
     prefix, loss_fn = triplet_loss_of(cfg)
     device = pick_device(device)
