@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_transfer import HELDOUT_SEED, VTEST, embedding_distances, measure, score  # noqa: E402
 from results_md import write_section  # noqa: E402
-from gaitrec.adapt import ITERATIONS, FootageTrack, adapt, base_model, read_extraction  # noqa: E402
+from gaitrec.adapt import ITERATIONS, FootageTrack, adapt, base_model, pseudo_identity_loss, read_extraction  # noqa: E402
 from gaitrec.data.pickle_io import save_array  # noqa: E402
 from gaitrec.default_model import CONFIG, WEIGHTS  # noqa: E402
 from gaitrec.embed import Embedder  # noqa: E402
@@ -77,13 +77,20 @@ def simulated_extraction(output: Path, subjects: int, seed: int = ADAPT_SEED) ->
 
 
 def adapted_embedder(cfg: dict, weights: dict, tracks, iterations: int, work: Path, name: str,
-                     frame_size) -> tuple[Embedder, dict, float]:
-    """Adapt, write the checkpoint as ``gaitrec adapt`` does, and load it as enroll/identify load it."""
+                     frame_size, evaluated) -> tuple[Embedder, str]:
+    """Adapt, write the checkpoint as ``gaitrec adapt`` does, and load it as enroll/identify load it; with a
+    note of the adaptation and of the pseudo-identity loss on the ``evaluated`` tracks before and after (the
+    objective itself, measured on tracks it never saw)."""
     started = time.perf_counter()
     state = adapt(cfg, weights, tracks, iterations=iterations, frame_size=frame_size, progress=False)
     seconds = time.perf_counter() - started
     path = save_checkpoint(work / f"{name}.pt", state)
-    return Embedder.from_files(CONFIG, path, frame_size=frame_size), state["adaptation"], seconds
+    done = state["adaptation"]
+    note = (f"{done['tracks']} tracks, {done['co_occurring_pairs']} co-occurring pairs; training loss "
+            f"{done['loss_start']:.3f} -> {done['loss_end']:.3f} (first and last 20 batches), {seconds:.0f} s; "
+            f"pseudo-identity loss on the evaluation tracks {pseudo_identity_loss(cfg, weights, evaluated):.3f} -> "
+            f"{pseudo_identity_loss(cfg, state, evaluated):.3f}")
+    return Embedder.from_files(CONFIG, path, frame_size=frame_size), note
 
 
 def scores(embedder: Embedder, gallery: list[np.ndarray], queries: list[np.ndarray]) -> tuple[float, float]:
@@ -108,12 +115,13 @@ def run(iterations: int, subjects: int, adapt_subjects: int, video: str | None, 
     # (a) Synthetic: adapt on one set of people, evaluate on another.
     footage = work / "heldout-footage"
     made = simulated_extraction(footage, adapt_subjects)
-    embedder, record, seconds = adapted_embedder(cfg, weights, read_extraction(footage), iterations, work,
-                                                 "heldout", frame_size)
-    notes.append(f"held-out adaptation footage: {made['people']} people (seed {ADAPT_SEED}), {made['tracks']} tracks "
-                 f"on a {made['timeline']}-frame timeline, {record['co_occurring_pairs']} co-occurring pairs "
-                 f"(negatives), {made['same_person_pairs']} pairs of one person's walks (never forced apart); "
-                 f"loss {record['loss_first']:.3f} -> {record['loss_last']:.3f}, {seconds:.0f} s")
+    # The evaluation people's walks on a timeline of their own, only to measure the pseudo-identity loss.
+    simulated_extraction(work / "heldout-evaluation", subjects, seed=HELDOUT_SEED)
+    embedder, note = adapted_embedder(cfg, weights, read_extraction(footage), iterations, work, "heldout",
+                                      frame_size, read_extraction(work / "heldout-evaluation"))
+    notes.append(f"held-out: adaptation footage of {made['people']} people (seed {ADAPT_SEED}) on a "
+                 f"{made['timeline']}-frame timeline, {made['same_person_pairs']} pairs of one person's walks (never "
+                 f"forced apart); {note}")
     first = [render_track("heldout", HELDOUT_SEED, i, 0) for i in range(subjects)]
     second = [render_track("heldout", HELDOUT_SEED, i, 1) for i in range(subjects)]
     kept = [(a, b) for a, b in zip(first, second) if len(a) and len(b)]
@@ -133,17 +141,15 @@ def run(iterations: int, subjects: int, adapt_subjects: int, video: str | None, 
         early = [t for t in tracks if t.last_frame < SPLIT]
         late = [t for t in tracks if t.first_frame >= SPLIT]
         for fold, (adapt_on, evaluate_on) in enumerate(((early, late), (late, early)), start=1):
-            embedder, record, seconds = adapted_embedder(cfg, weights, adapt_on, iterations, work, f"vtest{fold}",
-                                                         frame_size)
+            embedder, note = adapted_embedder(cfg, weights, adapt_on, iterations, work, f"vtest{fold}", frame_size,
+                                              evaluate_on)
             evaluated = [t.frames for t in evaluate_on if len(t.frames) >= MIN_SILHOUETTES]
             enrol, query = halves(evaluated)
             part = f"frames {'< ' if fold == 1 else '>= '}{SPLIT}"
             other = f"frames {'>= ' if fold == 1 else '< '}{SPLIT}"
             rows.append(row(f"vtest.avi fold {fold}: adapted on {part}, split tracks of {other}", len(evaluated),
                             measure(shipped, enrol, query), scores(embedder, enrol, query)))
-            notes.append(f"vtest fold {fold}: adapted on {record['tracks']} tracks ({part}), "
-                         f"{record['co_occurring_pairs']} co-occurring pairs; loss {record['loss_first']:.3f} -> "
-                         f"{record['loss_last']:.3f}, {seconds:.0f} s")
+            notes.append(f"vtest fold {fold}, adapted on {part}: {note}")
     return rows, notes
 
 

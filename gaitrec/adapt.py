@@ -47,6 +47,7 @@ LEARNING_RATE = 1e-4  # a tenth of the shipped model's training rate: adapt, do 
 TRACKS_PER_BATCH = 8
 WINDOWS_PER_TRACK = 2
 WINDOW = 30  # silhouettes per window (3 s at 10 fps); the training sampler then draws its frames from it
+LOSS_SPAN = 20  # iterations averaged for the loss reported at the start and at the end (one batch is noisy)
 
 
 @dataclass
@@ -262,7 +263,8 @@ def adapt(cfg: dict, weights: dict, sources: Sequence[str | Path] | Sequence[Foo
             "sources": sorted({t.video for t in tracks}), "tracks": len(tracks),
             "co_occurring_pairs": int(negatives.sum()) // 2, "iterations": iterations, "lr": float(lr),
             "seed": seed, "tracks_per_batch": tracks_per_batch, "windows_per_track": windows_per_track,
-            "window": window, "loss_first": history[0], "loss_last": history[-1],
+            "window": window, "loss_start": float(np.mean(history[:LOSS_SPAN])),
+            "loss_end": float(np.mean(history[-LOSS_SPAN:])),
         },
     }
 

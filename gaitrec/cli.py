@@ -504,7 +504,8 @@ def cmd_adapt(args) -> int:
     save_checkpoint(output, state)
     done = state["adaptation"]
     print(f"adapted on {done['tracks']} tracks ({done['co_occurring_pairs']} pairs seen together), "
-          f"{done['iterations']} iterations, loss {done['loss_first']:.3f} -> {done['loss_last']:.3f}")
+          f"{done['iterations']} iterations, loss {done['loss_start']:.3f} -> {done['loss_end']:.3f} (means of the "
+          "first and last 20 batches)")
     print(f"checkpoint: {output} (model {done['identity']}, a new identity: enrol galleries again); use it with "
           f"--config {args.config or 'default_model'} --checkpoint {output}")
     return 0
