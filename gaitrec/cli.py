@@ -111,6 +111,8 @@ example:
     "adapt": """\
 The adapted model embeds differently from its base: it has a new model identity, so a gallery enrolled with
 the base model refuses it. Enrol your people again with the adapted checkpoint, in a new gallery.
+Measured on real footage (vtest.avi) and held-out SynthGait, it has not yet improved identification over the
+shipped model (benchmarks/RESULTS.md, "Unlabelled adaptation"): check it on your own people before relying on it.
 
 examples:
   gaitrec extract street.mp4 tracks/
