@@ -188,7 +188,8 @@ def check_footage(tracks: Sequence[FootageTrack], frame_size: tuple[int, int] | 
 
 
 def batch_loss(model: torch.nn.Module, collator: SequenceCollator, items: list[dict], owners: np.ndarray,
-               negatives: np.ndarray, prefix: str, loss_fn: TripletLoss, device: torch.device):
+               negatives: np.ndarray, prefix: str, loss_fn: TripletLoss, device: torch.device
+               ) -> tuple[torch.Tensor, dict]:
     """The masked triplet loss of one batch: positives share a track, negatives are co-occurring tracks."""
     batch = collator(items)
     outputs = model(batch["sils"].to(device), batch["seq_lengths"])
