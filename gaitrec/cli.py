@@ -108,6 +108,18 @@ example:
     "unpack": """\
 example:
   gaitrec unpack /data/CASIA-B-store /data/CASIA-B-pkl""",
+    "adapt": """\
+The adapted model embeds differently from its base: it has a new model identity, so a gallery enrolled with
+the base model refuses it. Enrol your people again with the adapted checkpoint, in a new gallery.
+Measured on real footage (vtest.avi) and held-out SynthGait, it has not yet improved identification over the
+shipped model (benchmarks/RESULTS.md, "Unlabelled adaptation"): check it on your own people before relying on it.
+
+examples:
+  gaitrec extract street.mp4 tracks/
+  gaitrec adapt tracks/ --output adapted.pt
+  gaitrec enroll people.db alice alice.mp4 --config default_model --checkpoint adapted.pt
+  gaitrec identify people.db clip.mp4 --config default_model --checkpoint adapted.pt
+  gaitrec adapt day1.mp4 day2/ --config cfg.yaml --checkpoint model.pt --output model-adapted.pt --iterations 500""",
     "data": """\
 example:
   gaitrec data info /data/CASIA-B-pkl --partition datasets/CASIA-B/CASIA-B.json --sheet sheet.png""",
@@ -478,6 +490,33 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def cmd_adapt(args) -> int:
+    """Fine-tune a model on the tracks of the user's footage (no labels) and write the adapted checkpoint."""
+    from .adapt import adapt, base_model
+    from .engine.checkpoint import save_checkpoint
+    from .recognise import check_sources_exist
+
+    check_model_args(args)
+    output = Path(args.output)
+    if output.is_dir():
+        raise ConfigError(f"--output {output} is a directory; give the checkpoint file to write")
+    if output.exists() and not args.overwrite:
+        raise FileExistsError(f"{output} exists; choose another --output or pass --overwrite to replace it")
+    check_sources_exist(args.sources)
+    cfg, weights, frame_size = base_model(args.config, args.checkpoint, args.overrides)
+    given = {k: v for k, v in (("iterations", args.iterations), ("lr", args.lr)) if v is not None}
+    state = adapt(cfg, weights, args.sources, seed=args.seed, device=args.device, frame_size=frame_size,
+                  progress=not args.quiet, **given)
+    save_checkpoint(output, state)
+    done = state["adaptation"]
+    print(f"adapted on {done['tracks']} tracks ({done['co_occurring_pairs']} pairs seen together), "
+          f"{done['iterations']} iterations, loss {done['loss_start']:.3f} -> {done['loss_end']:.3f} (means of the "
+          "first and last 20 batches)")
+    print(f"checkpoint: {output} (model {done['identity']}, a new identity: enrol galleries again); use it with "
+          f"--config {args.config or 'default_model'} --checkpoint {output}")
+    return 0
+
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 # (script, arguments) per suite; each script writes its own section of benchmarks/RESULTS.md with --write
 BENCH_SUITES = {
@@ -658,6 +697,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, default=defaults.img_size, help="aligned silhouette size")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("adapt", help="adapt a model to your own footage, without labels (tracks as identities)",
+                       description="Fine-tune a trained model (default: the shipped one) on the people of your own "
+                       "footage, without labels: windows of one track are one person; tracks visible at the same "
+                       "moment are different people (the only negatives); tracks at different moments may be one "
+                       "person and are not pushed apart. Uses the model's triplet loss and training augmentations. "
+                       "Writes a checkpoint (weights, config, iteration) for --checkpoint of enroll, identify and "
+                       "watch. SOURCE: a directory written by gaitrec extract, or a video (extracted here with the "
+                       "default options).")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="extraction directories or videos")
+    p.add_argument("--output", "-o", required=True, help="checkpoint file to write (refused if it exists, unless "
+                   "--overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    # Defaults live in gaitrec.adapt (importing it here would load torch for every command).
+    p.add_argument("--iterations", type=int, default=None, help="adaptation steps (default: 300)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: 0.0001)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (batches, frames, augmentation)")
+    add_model_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser("data", help="dataset inspection")
     data_sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)

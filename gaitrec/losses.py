@@ -30,10 +30,16 @@ class TripletLoss(nn.Module):
         self.margin = margin
         self.loss_term_weight = loss_term_weight
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
+                negatives: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """``negatives``: optional bool ``[n, n]``, the pairs known to be different people; only they serve as
+        negatives (unlabelled tracks: two tracks seen at the same moment are two people, two tracks seen at
+        different times may be one). Default: every pair of different labels."""
         x = embeddings.float().permute(2, 0, 1)  # [p, n, c]
         dist = part_distances(x, x)  # [p, n, n]
         same = labels[:, None] == labels[None, :]
+        if negatives is not None:
+            return self.masked(dist, same, negatives.to(dist.device).bool() & ~same)
         p, n, _ = dist.shape
         if bool(same.all()):
             raise ConfigError("TripletLoss needs at least two subjects per batch (trainer_cfg.sampler.batch_size[0])")
@@ -46,6 +52,17 @@ class TripletLoss(nn.Module):
         active = (losses > 0).sum(-1).float()
         per_part = losses.sum(-1) / active.clamp(min=1)
         loss = per_part.mean()
+        info = {"loss": loss.detach(), "hard_loss": losses.max(-1)[0].mean().detach(),
+                "loss_num": active.mean().detach(), "mean_dist": dist.mean().detach()}
+        return loss, info
+
+    def masked(self, dist: torch.Tensor, same: torch.Tensor, negatives: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The same loss over the triples (a, p, n) with p of a's label and n in ``negatives[a]``: every
+        triple is formed and the invalid ones are zeroed, since anchors have different numbers of negatives."""
+        valid = same[:, :, None] & negatives[:, None, :]  # [anchor, positive, negative]
+        losses = (F.relu(dist[:, :, :, None] - dist[:, :, None, :] + self.margin) * valid).flatten(1)  # [p, n*n*n]
+        active = (losses > 0).sum(-1).float()
+        loss = (losses.sum(-1) / active.clamp(min=1)).mean()
         info = {"loss": loss.detach(), "hard_loss": losses.max(-1)[0].mean().detach(),
                 "loss_num": active.mean().detach(), "mean_dist": dist.mean().detach()}
         return loss, info
