@@ -13,12 +13,20 @@ from gaitrec.evaluation.protocols import evaluate
 torch.set_num_threads(1)
 
 
+def parts_first(embeddings, metric, device):
+    """[N, C, P] -> [P, N, C] as it was before prepared embeddings: the whole array at once."""
+    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).to(device)
+    if metric == "cos":
+        x = torch.nn.functional.normalize(x, p=2, dim=1)
+    return x.permute(2, 0, 1).contiguous()
+
+
 def untiled_blocks(probe, gallery, metric="euc", device=None, block_size=None, reduce=None):
     """The computation before tiling, kept verbatim as the reference: whole [block, gallery] arrays per part,
     each block reduced (nearest indices) as a whole."""
     device = distance.pick_device(device)
-    p = distance._parts_first(probe, metric, device)
-    g = distance._parts_first(gallery, metric, device)
+    p = parts_first(probe, metric, device)
+    g = parts_first(gallery, metric, device)
     num_parts, num_probe, num_gallery = p.shape[0], p.shape[1], g.shape[1]
     block_size = block_size or max(1, distance.DEFAULT_BLOCK_BYTES // (4 * max(num_gallery, 1)))
     if metric == "euc":
@@ -40,9 +48,10 @@ def untiled_blocks(probe, gallery, metric="euc", device=None, block_size=None, r
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    # many tiles of uneven sizes: at most 16 rows by 40 columns
+    # many tiles of uneven sizes: at most 16 rows by 40 columns; embeddings prepared 7 at a time
     monkeypatch.setattr(distance, "TILE_ROWS", 16)
     monkeypatch.setattr(distance, "TILE_COLUMNS", 40)
+    monkeypatch.setattr(distance, "PREPARE_ROWS", 7)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -8,6 +8,7 @@ OU-MVLP-sized test set (130,000 x 256 x 16 float32, 2 GiB) never needs its full 
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -32,15 +33,32 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def _parts_first(embeddings, metric: str, device: torch.device) -> torch.Tensor:
-    """[N, C, P] array -> contiguous float32 tensor [P, N, C], normalised over C for cosine."""
-    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
-    if x.ndim != 3:
-        raise DataError(f"embeddings must be [N, C, P], got shape {tuple(x.shape)}")
-    x = x.to(device)
-    if metric == "cos":
-        x = F.normalize(x, p=2, dim=1)
-    return x.permute(2, 0, 1).contiguous()
+class _Workers:
+    """Threads for the distance computation. On the CPU, one per intra-op thread, each running its
+    operations with one thread of its own: splitting every small operation across threads instead costs a
+    synchronisation per operation, which on a machine shared with other jobs made the evaluation 10-20x
+    slower than its matrix products. Elsewhere the caller's thread alone."""
+
+    def __init__(self, device: torch.device):
+        self.count = torch.get_num_threads() if device.type == "cpu" else 1
+        self.pool = ThreadPoolExecutor(self.count) if self.count > 1 else None
+
+    def map(self, function: Callable, items) -> list:
+        """``function`` over ``items``, each item taken by the next free worker."""
+        if self.pool is None:
+            return [function(item) for item in items]
+        torch.set_num_threads(1)
+        try:
+            return list(self.pool.map(function, items))
+        finally:
+            torch.set_num_threads(self.count)
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 @dataclass(frozen=True)
@@ -57,12 +75,34 @@ class PreparedEmbeddings:
         return self.parts.shape[1]
 
 
+# Embeddings prepared at a time: 64 x 256 x 16 float32 (1 MiB) stays in the cache while its parts are copied
+# out one after another, where a permutation of the whole array reads all of it again for every part.
+PREPARE_ROWS = 64
+
+
 def prepare_embeddings(embeddings, metric: str = "euc", device: str | torch.device | None = None) -> PreparedEmbeddings:
     """``embeddings`` [N, C, P] made ready for ``distance_blocks`` and the functions built on it, on ``device``."""
     check_metric(metric)
-    parts = _parts_first(embeddings, metric, pick_device(device))
-    # Computed exactly as it always was, on the whole set: the distances depend on these float32 values.
-    squared_norms = (parts * parts).sum(dim=2) if metric == "euc" else None
+    device = pick_device(device)
+    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+    if x.ndim != 3:
+        raise DataError(f"embeddings must be [N, C, P], got shape {tuple(x.shape)}")
+    num, channels, num_parts = x.shape
+    parts = torch.empty(num_parts, num, channels, dtype=torch.float32, device=device)
+    squared_norms = torch.empty(num_parts, num, dtype=torch.float32, device=device) if metric == "euc" else None
+
+    def prepare(start: int) -> None:
+        # Each embedding by itself, with the operations it always had: the values do not depend on the chunks.
+        chunk = x[start:start + PREPARE_ROWS].to(device)
+        if metric == "cos":
+            chunk = F.normalize(chunk, p=2, dim=1)  # over C
+        chunk_parts = parts[:, start:start + PREPARE_ROWS]
+        chunk_parts.copy_(chunk.permute(2, 0, 1))
+        if squared_norms is not None:
+            squared_norms[:, start:start + PREPARE_ROWS] = (chunk_parts * chunk_parts).sum(dim=2)
+
+    with _Workers(device) as workers:
+        workers.map(prepare, range(0, num, PREPARE_ROWS))
     return PreparedEmbeddings(parts, squared_norms, metric)
 
 
@@ -106,26 +146,10 @@ def distance_blocks(
     num_probe, num_gallery = p.shape[1], g.shape[1]
     if block_size is None:
         block_size = max(1, DEFAULT_BLOCK_BYTES // (4 * max(num_gallery, 1)))
-    # CPU: each of the intra-op threads computes whole tiles with one thread of its own. Splitting every
-    # small per-tile operation across threads instead costs a synchronisation per operation, which on a
-    # machine shared with other jobs made the evaluation 10-20x slower than its matrix products.
-    workers = torch.get_num_threads() if device.type == "cpu" else 1
-    # Working buffers of one tile per worker, allocated once: a fresh allocation per tile costs page faults.
-    buffers = torch.empty(workers, 2, min(TILE_ROWS, num_probe), min(TILE_COLUMNS, num_gallery),
-                          dtype=torch.float32, device=device)
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
-
-    def in_workers(function: Callable, items) -> list:
-        """``function`` over ``items``, run by the workers with one intra-op thread each."""
-        if pool is None:
-            return [function(item) for item in items]
-        torch.set_num_threads(1)
-        try:
-            return list(pool.map(function, items))
-        finally:
-            torch.set_num_threads(workers)
-
-    try:
+    with _Workers(device) as workers:
+        # Working buffers of one tile per worker, allocated once: a fresh allocation per tile costs page faults.
+        buffers = torch.empty(workers.count, 2, min(TILE_ROWS, num_probe), min(TILE_COLUMNS, num_gallery),
+                              dtype=torch.float32, device=device)
         for start in range(0, num_probe, block_size):
             stop = min(start + block_size, num_probe)
             block = torch.empty(stop - start, num_gallery, dtype=torch.float32, device=device)
@@ -133,27 +157,32 @@ def distance_blocks(
             # costs little beside the matrix products instead of streaming a [block, gallery] array through
             # memory five times per part. Every value is computed by the same operations in the same order
             # as without tiles, so the distances (and every ranking) are bit-identical.
-            tiles = [(row, row_stop, column, column_stop)
-                     for row, row_stop in _even_split(start, stop, TILE_ROWS)
-                     for column, column_stop in _even_split(0, num_gallery, TILE_COLUMNS)]
+            tiles = iter([(row, row_stop, column, column_stop)
+                          for row, row_stop in _even_split(start, stop, TILE_ROWS)
+                          for column, column_stop in _even_split(0, num_gallery, TILE_COLUMNS)])
+            claim = threading.Lock()
 
             def compute(worker: int) -> None:
-                for row, row_stop, column, column_stop in tiles[worker::workers]:
+                # Each worker takes the next tile when it is free: on a machine shared with other jobs a
+                # fixed share would leave the others waiting for whichever worker was paused longest.
+                while True:
+                    with claim:
+                        tile = next(tiles, None)
+                    if tile is None:
+                        return
+                    row, row_stop, column, column_stop = tile
                     _tile(p[:, row:row_stop], g[:, column:column_stop], metric,
                           None if p_sq is None else p_sq[:, row:row_stop],
                           None if g_sq is None else g_sq[:, column:column_stop], buffers[worker],
                           out=block[row - start:row_stop - start, column:column_stop])
 
-            in_workers(compute, range(workers))
+            workers.map(compute, range(workers.count))
             if reduce is None:
                 yield start, block
             else:
                 # Rows are independent: reducing shares of them gives what reducing the whole block gives.
-                shares = _even_split(0, stop - start, -(-(stop - start) // workers))
-                yield start, torch.cat(in_workers(lambda share: reduce(block[share[0]:share[1]]), shares))
-    finally:
-        if pool is not None:
-            pool.shutdown()
+                shares = _even_split(0, stop - start, -(-(stop - start) // workers.count))
+                yield start, torch.cat(workers.map(lambda share: reduce(block[share[0]:share[1]]), shares))
 
 
 # Tile of the distance computation: 128 x 1024 float32 is 512 kB, a few of which fit the L2 cache.
