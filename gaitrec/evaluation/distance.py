@@ -185,9 +185,10 @@ def distance_blocks(
                 yield start, torch.cat(workers.map(lambda share: reduce(block[share[0]:share[1]]), shares))
 
 
-# Tile of the distance computation: 128 x 1024 float32 is 512 kB, a few of which fit the L2 cache.
-TILE_ROWS = 128
-TILE_COLUMNS = 1024
+# Tile of the distance computation: 256 x 512 float32 is 512 kB, a few of which fit the L2 cache (with 256
+# rows the products also run faster per value than with 128 x 1024).
+TILE_ROWS = 256
+TILE_COLUMNS = 512
 
 
 def _even_split(start: int, stop: int, most: int) -> list[tuple[int, int]]:
