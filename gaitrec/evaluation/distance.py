@@ -4,7 +4,8 @@ Euclidean: per part p, sqrt(relu(|x_p|^2 + |y_p|^2 - 2 x_p.y_p)), averaged over 
 Cosine: each part vector L2-normalised over C, distance = 1 - mean over parts of x_p.y_p.
 
 Probes are processed in blocks so that only a [block, gallery] slice of the matrix exists at a time: an
-OU-MVLP-sized test set (130,000 x 256 x 16 float32, 2 GiB) never needs its full 68 GB distance matrix.
+OU-MVLP-sized test set (130,000 x 256 x 16 float32, 2 GiB) never needs its full 68 GB distance matrix. A
+gallery compared with many probe sets is laid out for the computation once (``prepare_embeddings``).
 """
 from __future__ import annotations
 
@@ -270,6 +271,7 @@ def nearest_in_groups(
     sizes = np.diff(bounds)
     if len(sizes) == 0 or sizes.min() < k:
         raise DataError(f"every gallery group needs at least {k} entries, got sizes {sizes.tolist()}")
+
     def smallest_in_groups(dist: torch.Tensor) -> torch.Tensor:  # [rows, groups, k]
         return torch.stack([_smallest(dist[:, low:high], k) for low, high in zip(bounds[:-1], bounds[1:])], dim=1)
 
