@@ -13,11 +13,20 @@ from gaitrec.evaluation.protocols import evaluate
 torch.set_num_threads(1)
 
 
-def untiled_blocks(probe, gallery, metric="euc", device=None, block_size=None):
-    """The computation before tiling, kept verbatim as the reference: whole [block, gallery] arrays per part."""
+def parts_first(embeddings, metric, device):
+    """[N, C, P] -> [P, N, C] as it was before prepared embeddings: the whole array at once."""
+    x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32)).to(device)
+    if metric == "cos":
+        x = torch.nn.functional.normalize(x, p=2, dim=1)
+    return x.permute(2, 0, 1).contiguous()
+
+
+def untiled_blocks(probe, gallery, metric="euc", device=None, block_size=None, reduce=None):
+    """The computation before tiling, kept verbatim as the reference: whole [block, gallery] arrays per part,
+    each block reduced (nearest indices) as a whole."""
     device = distance.pick_device(device)
-    p = distance._parts_first(probe, metric, device)
-    g = distance._parts_first(gallery, metric, device)
+    p = parts_first(probe, metric, device)
+    g = parts_first(gallery, metric, device)
     num_parts, num_probe, num_gallery = p.shape[0], p.shape[1], g.shape[1]
     block_size = block_size or max(1, distance.DEFAULT_BLOCK_BYTES // (4 * max(num_gallery, 1)))
     if metric == "euc":
@@ -33,14 +42,16 @@ def untiled_blocks(probe, gallery, metric="euc", device=None, block_size=None):
                 squared = p_sq[part, start:start + block_size, None] + g_sq[part][None, :]
                 squared -= similarity.mul_(2)
                 total += squared.clamp_(min=0).sqrt_()
-        yield start, (1 - total / num_parts) if metric == "cos" else total.div_(num_parts)
+        block = (1 - total / num_parts) if metric == "cos" else total.div_(num_parts)
+        yield start, block if reduce is None else reduce(block)
 
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    # many tiles of uneven sizes: at most 16 rows by 40 columns
+    # many tiles of uneven sizes: at most 16 rows by 40 columns; embeddings prepared 7 at a time
     monkeypatch.setattr(distance, "TILE_ROWS", 16)
     monkeypatch.setattr(distance, "TILE_COLUMNS", 40)
+    monkeypatch.setattr(distance, "PREPARE_ROWS", 7)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -108,6 +119,8 @@ def test_every_protocol_gives_the_untiled_results(small_tiles, monkeypatch, tmp_
         tiled = evaluate(features, name, metric=metric, rerank=rerank, probe_set=probe_set, device="cpu")
         with monkeypatch.context() as patched:
             patched.setattr(distance, "distance_blocks", untiled_blocks)
+            # as before prepared galleries: the embeddings themselves, converted again for every probe set
+            patched.setattr(protocols._Distances, "prepare", lambda self, gallery: gallery)
             reference = evaluate(features, name, metric=metric, rerank=rerank, probe_set=probe_set, device="cpu")
         assert json.dumps(tiled.to_json(), sort_keys=True) == json.dumps(reference.to_json(), sort_keys=True)
 
@@ -131,3 +144,50 @@ def test_rerank_beyond_the_available_memory_is_refused_before_allocating(monkeyp
     with pytest.raises(DataError, match="re-ranking 240 probe and gallery sequences"):
         evaluate(big, "grew", rerank=True, device="cpu")
     rerank.check_rerank_size(150)  # 150 x 150 x 24 bytes = 0.5 MiB fits
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("metric", ["euc", "cos"])
+def test_prepared_gallery_gives_the_indices_of_the_untiled_blocks(small_tiles, monkeypatch, metric, threads):
+    # coarse values and repeated gallery entries: exact ties, whose order must be kept
+    rng = np.random.default_rng(1)
+    gallery = rng.integers(-2, 3, size=(97, 6, 2)).astype(np.float32) * 0.5
+    gallery[15:30], gallery[52:70] = gallery[0:15], gallery[34:52]
+    probes = [rng.integers(-2, 3, size=(n, 6, 2)).astype(np.float32) * 0.5 for n in (1, 33, 50)]
+    bounds = [0, 30, 33, 70, 97]
+    prepared = distance.prepare_embeddings(gallery, metric, "cpu")
+    torch.set_num_threads(threads)  # two: each block's rows are reduced in two shares
+    try:
+        found = [(distance.nearest_in_groups(probe, prepared, bounds, k, metric, "cpu", block_size=20),
+                  distance.nearest(probe, prepared, k, metric, "cpu", block_size=20))
+                 for probe in probes for k in (1, 3)]  # the same prepared gallery for every probe set
+    finally:
+        torch.set_num_threads(1)
+    monkeypatch.setattr(distance, "distance_blocks", untiled_blocks)
+    for (groups, nearest), (probe, k) in zip(found, [(probe, k) for probe in probes for k in (1, 3)]):
+        expected = distance.nearest_in_groups(probe, gallery, bounds, k, metric, "cpu", block_size=20)
+        assert [g.tolist() for g in groups] == [g.tolist() for g in expected]
+        assert nearest.tolist() == distance.nearest(probe, gallery, k, metric, "cpu", block_size=20).tolist()
+
+
+def test_prepared_embeddings_belong_to_their_metric():
+    prepared = distance.prepare_embeddings(np.ones((3, 4, 2), dtype=np.float32), "cos", "cpu")
+    assert len(prepared) == 3 and prepared.squared_norms is None
+    with pytest.raises(ValueError, match="prepared for metric 'cos' used with metric 'euc'"):
+        distance.pairwise_distance(np.ones((2, 4, 2), dtype=np.float32), prepared, "euc", "cpu")
+
+
+def test_a_protocol_prepares_its_gallery_once(monkeypatch):
+    features, _ = protocol_features("oumvlp")  # 3 views: three probe sets share one gallery
+    calls = []
+    original = distance.prepare_embeddings
+
+    def counting(embeddings, metric="euc", device=None):
+        calls.append(len(embeddings))
+        return original(embeddings, metric, device)
+
+    monkeypatch.setattr(distance, "prepare_embeddings", counting)
+    monkeypatch.setattr(protocols, "prepare_embeddings", counting)
+    evaluate(features, "oumvlp", device="cpu")
+    gallery_size = int(np.sum(features["types"] == "01"))
+    assert calls.count(gallery_size) == 1 and len(calls) == 1 + 3  # the gallery once, each view's probes once

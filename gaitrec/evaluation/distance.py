@@ -4,12 +4,16 @@ Euclidean: per part p, sqrt(relu(|x_p|^2 + |y_p|^2 - 2 x_p.y_p)), averaged over 
 Cosine: each part vector L2-normalised over C, distance = 1 - mean over parts of x_p.y_p.
 
 Probes are processed in blocks so that only a [block, gallery] slice of the matrix exists at a time: an
-OU-MVLP-sized test set (130,000 x 256 x 16 float32, 2 GiB) never needs its full 68 GB distance matrix.
+OU-MVLP-sized test set (130,000 x 256 x 16 float32, 2 GiB) never needs its full 68 GB distance matrix. A
+gallery compared with many probe sets is laid out for the computation once (``prepare_embeddings``).
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,15 +34,88 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def _parts_first(embeddings, metric: str, device: torch.device) -> torch.Tensor:
-    """[N, C, P] array -> contiguous float32 tensor [P, N, C], normalised over C for cosine."""
+class _Workers:
+    """Threads for the distance computation. On the CPU, one per intra-op thread, each running its
+    operations with one thread of its own: splitting every small operation across threads instead costs a
+    synchronisation per operation, which on a machine shared with other jobs made the evaluation 10-20x
+    slower than its matrix products. Elsewhere the caller's thread alone."""
+
+    def __init__(self, device: torch.device):
+        self.count = torch.get_num_threads() if device.type == "cpu" else 1
+        self.pool = ThreadPoolExecutor(self.count) if self.count > 1 else None
+
+    def map(self, function: Callable, items) -> list:
+        """``function`` over ``items``, each item taken by the next free worker."""
+        if self.pool is None:
+            return [function(item) for item in items]
+        torch.set_num_threads(1)
+        try:
+            return list(self.pool.map(function, items))
+        finally:
+            torch.set_num_threads(self.count)
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+@dataclass(frozen=True)
+class PreparedEmbeddings:
+    """Embeddings in the layout the distance computation reads: parts first, normalised for cosine, with
+    their squared norms for Euclidean. A gallery compared with many probe sets (one per view and condition)
+    is prepared once instead of being copied and reduced again for every set."""
+
+    parts: torch.Tensor  # [P, N, C] float32
+    squared_norms: torch.Tensor | None  # [P, N], Euclidean only
+    metric: str
+
+    def __len__(self) -> int:
+        return self.parts.shape[1]
+
+
+# Embeddings prepared at a time: 64 x 256 x 16 float32 (1 MiB) stays in the cache while its parts are copied
+# out one after another, where a permutation of the whole array reads all of it again for every part.
+PREPARE_ROWS = 64
+
+
+def prepare_embeddings(embeddings, metric: str = "euc", device: str | torch.device | None = None) -> PreparedEmbeddings:
+    """``embeddings`` [N, C, P] made ready for ``distance_blocks`` and the functions built on it, on ``device``."""
+    check_metric(metric)
+    device = pick_device(device)
     x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
     if x.ndim != 3:
         raise DataError(f"embeddings must be [N, C, P], got shape {tuple(x.shape)}")
-    x = x.to(device)
-    if metric == "cos":
-        x = F.normalize(x, p=2, dim=1)
-    return x.permute(2, 0, 1).contiguous()
+    num, channels, num_parts = x.shape
+    parts = torch.empty(num_parts, num, channels, dtype=torch.float32, device=device)
+    squared_norms = torch.empty(num_parts, num, dtype=torch.float32, device=device) if metric == "euc" else None
+
+    def prepare(start: int) -> None:
+        # Each embedding by itself, with the operations it always had: the values do not depend on the chunks.
+        chunk = x[start:start + PREPARE_ROWS].to(device)
+        if metric == "cos":
+            chunk = F.normalize(chunk, p=2, dim=1)  # over C
+        chunk_parts = parts[:, start:start + PREPARE_ROWS]
+        chunk_parts.copy_(chunk.permute(2, 0, 1))
+        if squared_norms is not None:
+            squared_norms[:, start:start + PREPARE_ROWS] = (chunk_parts * chunk_parts).sum(dim=2)
+
+    with _Workers(device) as workers:
+        workers.map(prepare, range(0, num, PREPARE_ROWS))
+    return PreparedEmbeddings(parts, squared_norms, metric)
+
+
+def _prepared(embeddings, metric: str, device: torch.device) -> PreparedEmbeddings:
+    if not isinstance(embeddings, PreparedEmbeddings):
+        return prepare_embeddings(embeddings, metric, device)
+    if embeddings.metric != metric:
+        raise ValueError(f"embeddings prepared for metric {embeddings.metric!r} used with metric {metric!r}")
+    if embeddings.parts.device != device:
+        norms = embeddings.squared_norms
+        return PreparedEmbeddings(embeddings.parts.to(device), None if norms is None else norms.to(device), metric)
+    return embeddings
 
 
 def distance_blocks(
@@ -47,36 +124,33 @@ def distance_blocks(
     metric: str = "euc",
     device: str | torch.device | None = None,
     block_size: int | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(start, dist)`` with ``dist`` the float32 [block, n_gallery] distances of probes ``start:...``.
 
+    ``probe`` and ``gallery`` are [N, C, P] arrays or ``PreparedEmbeddings`` (prepared for ``metric``).
     The tensors live on ``device``; callers reduce each block (top-k, argmin) before asking for the next.
+    ``reduce``, when given, maps rows of distances to what the caller keeps (e.g. the nearest indices, one
+    row per probe); the worker threads apply it to their shares of each block's rows and ``dist`` is its
+    result for the whole block instead of the distances.
     """
     check_metric(metric)
     device = pick_device(device)
-    p = _parts_first(probe, metric, device)  # [P, Q, C]
-    g = _parts_first(gallery, metric, device)  # [P, G, C]
+    probe, gallery = _prepared(probe, metric, device), _prepared(gallery, metric, device)
+    p, g = probe.parts, gallery.parts  # [P, Q, C], [P, G, C]
     if p.shape[0] != g.shape[0] or p.shape[2] != g.shape[2]:
         raise DataError(
             f"probe embeddings [{p.shape[1]}, {p.shape[2]}, {p.shape[0]}] and gallery embeddings "
             f"[{g.shape[1]}, {g.shape[2]}, {g.shape[0]}] differ in channels or parts"
         )
-    num_parts, num_probe, num_gallery = p.shape[0], p.shape[1], g.shape[1]
+    p_sq, g_sq = probe.squared_norms, gallery.squared_norms  # [P, Q], [P, G] or None
+    num_probe, num_gallery = p.shape[1], g.shape[1]
     if block_size is None:
         block_size = max(1, DEFAULT_BLOCK_BYTES // (4 * max(num_gallery, 1)))
-    if metric == "euc":
-        p_sq, g_sq = (p * p).sum(dim=2), (g * g).sum(dim=2)  # [P, Q], [P, G]
-    else:
-        p_sq = g_sq = None
-    # CPU: each of the intra-op threads computes whole tiles with one thread of its own. Splitting every
-    # small per-tile operation across threads instead costs a synchronisation per operation, which on a
-    # machine shared with other jobs made the evaluation 10-20x slower than its matrix products.
-    workers = torch.get_num_threads() if device.type == "cpu" else 1
-    # Working buffers of one tile per worker, allocated once: a fresh allocation per tile costs page faults.
-    buffers = torch.empty(workers, 3, min(TILE_ROWS, num_probe), min(TILE_COLUMNS, num_gallery),
-                          dtype=torch.float32, device=device)
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
-    try:
+    with _Workers(device) as workers:
+        # Working buffers of one tile per worker, allocated once: a fresh allocation per tile costs page faults.
+        buffers = torch.empty(workers.count, 2, min(TILE_ROWS, num_probe), min(TILE_COLUMNS, num_gallery),
+                              dtype=torch.float32, device=device)
         for start in range(0, num_probe, block_size):
             stop = min(start + block_size, num_probe)
             block = torch.empty(stop - start, num_gallery, dtype=torch.float32, device=device)
@@ -84,34 +158,38 @@ def distance_blocks(
             # costs little beside the matrix products instead of streaming a [block, gallery] array through
             # memory five times per part. Every value is computed by the same operations in the same order
             # as without tiles, so the distances (and every ranking) are bit-identical.
-            tiles = [(row, row_stop, column, column_stop)
-                     for row, row_stop in _even_split(start, stop, TILE_ROWS)
-                     for column, column_stop in _even_split(0, num_gallery, TILE_COLUMNS)]
+            tiles = iter([(row, row_stop, column, column_stop)
+                          for row, row_stop in _even_split(start, stop, TILE_ROWS)
+                          for column, column_stop in _even_split(0, num_gallery, TILE_COLUMNS)])
+            claim = threading.Lock()
 
             def compute(worker: int) -> None:
-                for row, row_stop, column, column_stop in tiles[worker::workers]:
-                    block[row - start:row_stop - start, column:column_stop] = _tile(
-                        p[:, row:row_stop], g[:, column:column_stop], metric,
-                        None if p_sq is None else p_sq[:, row:row_stop],
-                        None if g_sq is None else g_sq[:, column:column_stop], buffers[worker])
+                # Each worker takes the next tile when it is free: on a machine shared with other jobs a
+                # fixed share would leave the others waiting for whichever worker was paused longest.
+                while True:
+                    with claim:
+                        tile = next(tiles, None)
+                    if tile is None:
+                        return
+                    row, row_stop, column, column_stop = tile
+                    _tile(p[:, row:row_stop], g[:, column:column_stop], metric,
+                          None if p_sq is None else p_sq[:, row:row_stop],
+                          None if g_sq is None else g_sq[:, column:column_stop], buffers[worker],
+                          out=block[row - start:row_stop - start, column:column_stop])
 
-            if pool is None:
-                compute(0)
+            workers.map(compute, range(workers.count))
+            if reduce is None:
+                yield start, block
             else:
-                torch.set_num_threads(1)
-                try:
-                    list(pool.map(compute, range(workers)))
-                finally:
-                    torch.set_num_threads(workers)
-            yield start, block
-    finally:
-        if pool is not None:
-            pool.shutdown()
+                # Rows are independent: reducing shares of them gives what reducing the whole block gives.
+                shares = _even_split(0, stop - start, -(-(stop - start) // workers.count))
+                yield start, torch.cat(workers.map(lambda share: reduce(block[share[0]:share[1]]), shares))
 
 
-# Tile of the distance computation: 128 x 1024 float32 is 512 kB, a few of which fit the L2 cache.
-TILE_ROWS = 128
-TILE_COLUMNS = 1024
+# Tile of the distance computation: 256 x 512 float32 is 512 kB, a few of which fit the L2 cache (with 256
+# rows the products also run faster per value than with 128 x 1024).
+TILE_ROWS = 256
+TILE_COLUMNS = 512
 
 
 def _even_split(start: int, stop: int, most: int) -> list[tuple[int, int]]:
@@ -123,23 +201,25 @@ def _even_split(start: int, stop: int, most: int) -> list[tuple[int, int]]:
 
 
 def _tile(x: torch.Tensor, y: torch.Tensor, metric: str, x_sq: torch.Tensor | None, y_sq: torch.Tensor | None,
-          buffers: torch.Tensor) -> torch.Tensor:
-    """Distances [a, b] between parts-first probes x [P, a, C] and gallery entries y [P, b, C], computed in
-    three contiguous [a, b] arrays carved from the front of ``buffers`` (the result may be a view of one)."""
+          buffers: torch.Tensor, out: torch.Tensor) -> None:
+    """Write into ``out`` [a, b] the distances between parts-first probes x [P, a, C] and gallery entries
+    y [P, b, C], with two contiguous [a, b] working arrays carved from the front of ``buffers``."""
     num_parts, a, b = x.shape[0], x.shape[1], y.shape[1]
-    total, similarity, squared = (flat.view(a, b) for flat in buffers.view(3, -1)[:, :a * b])
-    total.zero_()
+    similarity, squared = (flat.view(a, b) for flat in buffers.view(2, -1)[:, :a * b])
+    out.zero_()
     # Parts are added one after another, in OpenGait's order, so the float32 sums agree with its own.
     for part in range(num_parts):
         torch.mm(x[part], y[part].T, out=similarity)
         if metric == "cos":
-            total += similarity
+            out += similarity
         else:
-            # |x|^2 + |y|^2 - 2 x.y, in OpenGait's order of operations
+            # |x|^2 + |y|^2 - 2 x.y, in OpenGait's order of operations; subtracting with alpha=2 gives the
+            # same float32 values as doubling first (doubling is exact) with one pass over the tile less.
             torch.add(x_sq[part][:, None], y_sq[part][None, :], out=squared)
-            squared -= similarity.mul_(2)
-            total += squared.clamp_(min=0).sqrt_()
-    return (1 - total / num_parts) if metric == "cos" else total.div_(num_parts)
+            out += squared.sub_(similarity, alpha=2).clamp_(min=0).sqrt_()
+    out.div_(num_parts)
+    if metric == "cos":
+        out.neg_().add_(1)  # 1 - mean: negation is exact, so the value is that of 1 - total / num_parts
 
 
 def pairwise_distance(
@@ -168,8 +248,9 @@ def nearest(
     if k > len(gallery):
         raise DataError(f"asked for the {k} nearest gallery entries but the gallery has only {len(gallery)}")
     out = np.empty((len(probe), k), dtype=np.int64)
-    for start, block in distance_blocks(probe, gallery, metric, device, block_size):
-        out[start:start + block.shape[0]] = _smallest(block, k).cpu().numpy()
+    smallest = partial(_smallest, k=k)
+    for start, indices in distance_blocks(probe, gallery, metric, device, block_size, reduce=smallest):
+        out[start:start + len(indices)] = indices.cpu().numpy()
     return out
 
 
@@ -190,11 +271,14 @@ def nearest_in_groups(
     sizes = np.diff(bounds)
     if len(sizes) == 0 or sizes.min() < k:
         raise DataError(f"every gallery group needs at least {k} entries, got sizes {sizes.tolist()}")
-    out = [np.empty((len(probe), k), dtype=np.int64) for _ in sizes]
-    for start, block in distance_blocks(probe, gallery, metric, device, block_size):
-        for group, (low, high) in enumerate(zip(bounds[:-1], bounds[1:])):
-            out[group][start:start + block.shape[0]] = _smallest(block[:, low:high], k).cpu().numpy()
-    return out
+
+    def smallest_in_groups(dist: torch.Tensor) -> torch.Tensor:  # [rows, groups, k]
+        return torch.stack([_smallest(dist[:, low:high], k) for low, high in zip(bounds[:-1], bounds[1:])], dim=1)
+
+    out = np.empty((len(probe), len(sizes), k), dtype=np.int64)
+    for start, indices in distance_blocks(probe, gallery, metric, device, block_size, reduce=smallest_in_groups):
+        out[start:start + len(indices)] = indices.cpu().numpy()
+    return [out[:, group] for group in range(len(sizes))]
 
 
 def _smallest(dist: torch.Tensor, k: int) -> torch.Tensor:

@@ -22,7 +22,8 @@ from ..benchmarks import (BENCHMARKS, EVAL_FUNC_ALIASES, UNSUPPORTED_EVAL_FUNCS,
 from ..data.dataset import read_partition
 from ..errors import DataError
 from ..registry import closest
-from .distance import check_metric, nearest, nearest_in_groups, pairwise_distance
+from .distance import (PreparedEmbeddings, check_metric, nearest, nearest_in_groups, pairwise_distance,
+                       prepare_embeddings)
 from .features import check_features
 from .metrics import accuracy_and_map, percent_rounded, rank_k_hits, retrieval_metrics
 from .rerank import check_rerank_size, k_reciprocal_rerank
@@ -78,7 +79,12 @@ class _Distances:
         self.rerank_params = {**DEFAULT_RERANK, **(rerank_params or {})}
         self.device = device
 
-    def matrix(self, probe: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    def prepare(self, gallery: np.ndarray) -> np.ndarray | PreparedEmbeddings:
+        """The gallery made ready once for the many probe sets compared with it; re-ranking works on the
+        embeddings themselves (it joins probes and gallery), so they stay as they are."""
+        return gallery if self.rerank else prepare_embeddings(gallery, self.metric, self.device)
+
+    def matrix(self, probe: np.ndarray, gallery: np.ndarray | PreparedEmbeddings) -> np.ndarray:
         if not self.rerank:
             return pairwise_distance(probe, gallery, self.metric, self.device)
         check_rerank_size(len(probe) + len(gallery))  # before the joint distances are computed
@@ -86,14 +92,15 @@ class _Distances:
         joint_dist = pairwise_distance(joint, joint, self.metric, self.device)
         return k_reciprocal_rerank(joint_dist, len(probe), **self.rerank_params)
 
-    def nearest(self, probe: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
+    def nearest(self, probe: np.ndarray, gallery: np.ndarray | PreparedEmbeddings, k: int) -> np.ndarray:
         if k > len(gallery):
             raise DataError(f"rank-{k} needs at least {k} gallery entries, found {len(gallery)}")
         if not self.rerank:
             return nearest(probe, gallery, k, self.metric, self.device)
         return np.argsort(self.matrix(probe, gallery), axis=1)[:, :k]
 
-    def nearest_in_groups(self, probe: np.ndarray, gallery: np.ndarray, bounds: list[int], k: int) -> list[np.ndarray]:
+    def nearest_in_groups(self, probe: np.ndarray, gallery: np.ndarray | PreparedEmbeddings, bounds: list[int],
+                          k: int) -> list[np.ndarray]:
         if not self.rerank:
             return nearest_in_groups(probe, gallery, bounds, k, self.metric, self.device)
         # Re-ranking works on the joint set of the probes and one group, as a separate comparison.
@@ -140,7 +147,7 @@ def single_view_gallery(
     all_probes = np.any([_type_mask(types, wanted, substring) for wanted in probe_types.values()], axis=0)
     warn_unmatched(labels[all_probes & np.isin(views, view_list)], labels[gallery_index], where)
     bounds = np.cumsum([0] + [len(gallery_of_view[v]) for v in view_list]).tolist()
-    gallery_emb = emb[gallery_index]
+    gallery_emb = distances.prepare(emb[gallery_index])  # once for every probe view and condition
 
     num_views = len(view_list)
     results, rows, matrices, cmc, counts = {}, [], {}, {}, {}
@@ -214,7 +221,7 @@ def cross_view_gallery(
     if len(gallery_index) == 0:
         raise DataError(f"{where}: no gallery sequences (types {', '.join(gallery_types)}); "
                          f"types present: {_present(types)}")
-    gallery_emb = emb[gallery_index]
+    gallery_emb = distances.prepare(emb[gallery_index])  # once for every probe view and condition
     results, rows, counts = {}, [], {}
     for condition, wanted in probe_types.items():
         probe_mask = _type_mask(types, wanted)
