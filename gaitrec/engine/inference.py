@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,17 +76,27 @@ def fold_batch_norms(model: torch.nn.Module) -> int:
     return folded
 
 
+def only_2d_convolutions(model: torch.nn.Module) -> bool:
+    """Whether every convolution of ``model`` is 2D (the models channels-last can speed up on the CPU)."""
+    convs = [m for m in model.modules() if isinstance(m, _CONV)]
+    return bool(convs) and all(isinstance(m, torch.nn.Conv2d) for m in convs)
+
+
 def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The model made fast for inference on ``device``, in eval mode, with the same embeddings (to float
-    rounding, about 1e-6 relative): batch norms folded into their convolutions everywhere, and on the CPU
-    channels-last memory format for a model of 2D convolutions only (1.5-1.7x faster there, measured in
-    benchmarks/RESULTS.md; 3D convolutions gain nothing from it). torch.compile stays off: its 5-20 s of
-    compilation does not pay back within one test run on the CPU. Weights change: hash them first."""
+    rounding, about 1e-6 relative).
+
+    The rule: batch norms are folded into their convolutions always (fewer passes over the activations, never
+    slower). On the CPU a model of 2D convolutions only starts in channels-last memory format (1.2-1.8x faster
+    for Baseline, GaitSet, GaitPart, GaitBase; slower for GLN, whose lateral concatenations and upsampling
+    convert formats), and ``extract_features`` then keeps whichever format measures faster on the first
+    batches of the test (``ForwardPlanChooser``); models with 3D convolutions stay contiguous (channels-last-3d
+    measured no faster, 0.96-0.97x). torch.compile stays off: its 4-20 s of compilation, plus a recompilation
+    when sequence lengths vary, does not pay back within a test run on the CPU (benchmarks/RESULTS.md).
+    Weights change: hash them first."""
     model.eval()
     fold_batch_norms(model)
-    convs = [m for m in model.modules() if isinstance(m, _CONV)]
-    only_2d = bool(convs) and not any(isinstance(m, torch.nn.Conv3d) for m in convs)
-    return place_model(model, device, channels_last=device.type == "cpu" and only_2d)
+    return place_model(model, device, channels_last=device.type == "cpu" and only_2d_convolutions(model))
 
 
 def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, strict: bool = True,
@@ -163,21 +175,112 @@ def embed_batch(model: torch.nn.Module, batch: dict, evaluator_cfg: dict, device
     return out["embeddings"].float().cpu().numpy()
 
 
+def single_sequences(batch: dict) -> list[dict]:
+    """A batch as one batch per sequence (the embeddings of a sequence do not depend on its neighbours)."""
+    if batch["seq_lengths"] is None:
+        return [{"sils": batch["sils"][i:i + 1], "seq_lengths": None} for i in range(len(batch["sils"]))]
+    packed = batch["sils"].split(list(batch["seq_lengths"]), dim=1)
+    return [{"sils": sils, "seq_lengths": None} for sils in packed]
+
+
+@dataclass(frozen=True)
+class ForwardPlan:
+    """How the forwards of a test run: the model's memory format, and one forward per batch or per sequence."""
+    channels_last: bool
+    per_sequence: bool
+
+
+class ForwardPlanChooser:
+    """Measures the candidate plans on the first real batches and keeps the fastest (seconds per frame).
+
+    Each candidate runs ``trials`` batches in turn (the work is not wasted: those are test batches embedded
+    with the same result); its figure is the best of its trials, so that a burst of other work on a shared
+    machine does not decide. Candidates: channels-last or not for a model of 2D convolutions only, and, for
+    batches of several sequences, one forward per batch or one per sequence (a large batch can be slower per
+    frame on the CPU: its activations leave the caches and are allocated afresh every time)."""
+
+    def __init__(self, candidates: list[ForwardPlan], trials: int = 2, clock=time.perf_counter):
+        self.candidates = list(candidates)
+        self.trials = trials
+        self.clock = clock
+        self.seconds_per_frame: dict[ForwardPlan, list[float]] = {c: [] for c in self.candidates}
+        self.chosen = self.candidates[0] if len(self.candidates) == 1 else None
+
+    def next_plan(self) -> ForwardPlan:
+        """The plan for the next batch: a candidate still to measure, else the chosen one."""
+        if self.chosen is not None:
+            return self.chosen
+        return min(self.candidates, key=lambda c: len(self.seconds_per_frame[c]))
+
+    def record(self, plan: ForwardPlan, seconds: float, frames: int) -> None:
+        """Note how long ``plan`` took over ``frames`` frames; chooses once every candidate has its trials."""
+        if self.chosen is not None:
+            return
+        self.seconds_per_frame[plan].append(seconds / max(1, frames))
+        if all(len(v) >= self.trials for v in self.seconds_per_frame.values()):
+            self.chosen = min(self.candidates, key=lambda c: min(self.seconds_per_frame[c]))
+            log.debug("forward plan %s (seconds per frame: %s)", self.chosen, self.seconds_per_frame)
+
+    def run(self, model: torch.nn.Module, batch: dict, evaluator_cfg: dict, device: torch.device) -> np.ndarray:
+        """Embeddings of ``batch`` under the next plan, timed."""
+        plan = self.next_plan()
+        set_memory_format(model, plan.channels_last)
+        start = self.clock()
+        if plan.per_sequence:
+            embeddings = np.concatenate([embed_batch(model, one, evaluator_cfg, device)
+                                         for one in single_sequences(batch)])
+        else:
+            embeddings = embed_batch(model, batch, evaluator_cfg, device)
+        self.record(plan, self.clock() - start, int(batch["sils"].shape[0] * batch["sils"].shape[1]))
+        return embeddings
+
+
+def set_memory_format(model: torch.nn.Module, channels_last: bool) -> None:
+    """Put the 2D convolution weights of ``model`` in channels-last (or back to contiguous), if not already."""
+    target = torch.channels_last if channels_last else torch.contiguous_format
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and not module.weight.is_contiguous(memory_format=target):
+            module.to(memory_format=target)
+
+
+def forward_plans(model: torch.nn.Module, device: torch.device, batch_size: int) -> list[ForwardPlan]:
+    """The plans worth measuring for ``model`` on ``device`` (see ``ForwardPlanChooser``); one on a GPU,
+    where the evaluator's batches and the format ``place_model`` gave are kept."""
+    current = any(m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()
+                  for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    if device.type != "cpu":
+        return [ForwardPlan(current, False)]
+    formats = [current, not current] if only_2d_convolutions(model) else [current]
+    groupings = [False, True] if batch_size > 1 else [False]
+    return [ForwardPlan(f, g) for f in formats for g in groupings]
+
+
 @torch.no_grad()
 def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg: dict, ctx: DistContext,
-                     num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray] | None:
+                     num_workers: int = 0, progress: bool = True, tune: bool = True) -> dict[str, np.ndarray] | None:
     """Embeddings of every sequence of ``dataset`` in dataset order; under distribution each rank embeds a
-    disjoint shard and rank 0 returns the whole set (other ranks return None)."""
+    disjoint shard and rank 0 returns the whole set (other ranks return None).
+
+    Batches hold sequences of one length where the dataset knows the lengths (stacked, never packed). On the
+    CPU with ``tune`` the forwards follow the fastest plan measured on the first batches
+    (``ForwardPlanChooser``); without it, one forward per batch in the model's own memory format."""
     sampler_cfg = evaluator_cfg["sampler"]
-    sampler = InferenceSampler(len(dataset), sampler_cfg["batch_size"], ctx.rank, ctx.world_size)
     collator = SequenceCollator(sampler_cfg, evaluator_cfg["transform"], seed=0)
+    counts = getattr(dataset, "frame_counts", None)
+    lengths = collator.frames_used(counts) if counts is not None else None
+    sampler = InferenceSampler(len(dataset), sampler_cfg["batch_size"], ctx.rank, ctx.world_size, lengths=lengths)
     loader = torch.utils.data.DataLoader(SequenceReader(dataset), batch_sampler=sampler, collate_fn=collator,
                                          num_workers=num_workers, pin_memory=ctx.device.type == "cuda")
     model.eval()
+    plans = forward_plans(model, ctx.device, sampler.batch_size) if tune else []
+    chooser = ForwardPlanChooser(plans) if plans else None
     indices, chunks = [], []
     for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0 or not interactive(),
                       dynamic_ncols=True):
-        chunks.append(embed_batch(model, batch, evaluator_cfg, ctx.device))
+        if chooser is not None:
+            chunks.append(chooser.run(model, batch, evaluator_cfg, ctx.device))
+        else:
+            chunks.append(embed_batch(model, batch, evaluator_cfg, ctx.device))
         indices.extend(batch["indices"])
     embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0, 0), np.float32)
     order = np.asarray(indices, dtype=np.int64)
@@ -211,10 +314,11 @@ def evaluate_config(cfg: dict, features: dict, device: torch.device | None = Non
 
 
 def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Path, overwrite: bool = False,
-             progress: bool = True, test_set: GaitDataset | None = None, checkpoint: str | Path | None = None
-             ) -> EvaluationResult | None:
+             progress: bool = True, test_set: GaitDataset | None = None, checkpoint: str | Path | None = None,
+             tune: bool = True) -> EvaluationResult | None:
     """Embed the test set, write ``features.npz`` and the report into ``output_dir``; returns the result on
-    rank 0 (None on other ranks). The result names the model and ``checkpoint`` (file name) it came from."""
+    rank 0 (None on other ranks). The result names the model and ``checkpoint`` (file name) it came from.
+    ``tune``: see ``extract_features``."""
     from ..evaluation.report import write_report
 
     output_dir = Path(output_dir)
@@ -223,7 +327,7 @@ def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Pa
     if test_set is None:
         _, test_set = build_datasets(cfg["data_cfg"], train=False)
     features = extract_features(model, test_set, cfg["evaluator_cfg"], ctx,
-                                num_workers=cfg["data_cfg"]["num_workers"], progress=progress)
+                                num_workers=cfg["data_cfg"]["num_workers"], progress=progress, tune=tune)
     if features is None:
         return None
     output_dir.mkdir(parents=True, exist_ok=True)
