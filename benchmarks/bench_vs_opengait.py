@@ -186,8 +186,10 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=8, help="SynthGait subjects (the last 3/8 are tested)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, from " + ", ".join(MODELS))
+    parser.add_argument("--views", default="000,054,090,126,180",
+                        help="SynthGait views to generate (fewer: a shorter run; default: %(default)s)")
     parser.add_argument("--data", help="SynthGait directory to reuse or create (default: a temporary one)")
-    parser.add_argument("--label", default="", help="a word for the section title, e.g. quiet or busy")
+    parser.add_argument("--label", default="", help="words for the section title, e.g. 'busy machine'")
     parser.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")
     args = parser.parse_args()
     checkout = Path(args.opengait)
@@ -213,7 +215,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-vs-opengait-"))
     data = Path(args.data) if args.data else tmp / "synthgait"
-    generate_dataset(data, subjects=args.subjects, frames=30, size=64, progress=False)
+    views = [v.strip() for v in args.views.split(",") if v.strip()]
+    generate_dataset(data, subjects=args.subjects, frames=30, size=64, views=views, progress=False)
     loads = [os.getloadavg()[0]]
     rows = []
     for name in names:
@@ -252,8 +255,8 @@ def main() -> None:
         f"{_opengait_commit(checkout)}, {os.cpu_count()} CPUs, torch {torch.__version__}. Load average (1 min) "
         f"{loads[0]:.2f} before, {max(loads):.2f} at most, {loads[-1]:.2f} after; the CPUs are shared with other "
         f"work, so the ratios within a row (measured alternately) are the figures to read. SynthGait "
-        f"{args.subjects} subjects (the test subjects' 110 sequences each, about 30 frames of 64x64, cut to 64x44 "
-        "by the evaluator's transform, also for GLN), random weights.", "",
+        f"{args.subjects} subjects, views {','.join(views)} (the test subjects' {10 * len(views)} sequences each, "
+        "about 30 frames of 64x64, cut to 64x44 by the evaluator's transform, also for GLN), random weights.", "",
         "| model | test sequences | frames | OpenGait forwards alone (s) | whole `gaitrec test` (s) | speed-up "
         "| max rel diff of embeddings | gaitrec threads |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
