@@ -76,10 +76,11 @@ def fold_batch_norms(model: torch.nn.Module) -> int:
     return folded
 
 
-def only_2d_convolutions(model: torch.nn.Module) -> bool:
-    """Whether every convolution of ``model`` is 2D (the models channels-last can speed up on the CPU)."""
+def channels_last_applies(model: torch.nn.Module) -> bool:
+    """Whether ``model`` has 2D convolutions and no 3D ones: the models channels-last may speed up on the CPU
+    (1D convolutions, GaitPart's temporal ones, do not care)."""
     convs = [m for m in model.modules() if isinstance(m, _CONV)]
-    return bool(convs) and all(isinstance(m, torch.nn.Conv2d) for m in convs)
+    return any(isinstance(m, torch.nn.Conv2d) for m in convs) and not any(isinstance(m, torch.nn.Conv3d) for m in convs)
 
 
 def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -96,7 +97,7 @@ def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch
     Weights change: hash them first."""
     model.eval()
     fold_batch_norms(model)
-    return place_model(model, device, channels_last=device.type == "cpu" and only_2d_convolutions(model))
+    return place_model(model, device, channels_last=device.type == "cpu" and channels_last_applies(model))
 
 
 def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, strict: bool = True,
@@ -280,7 +281,7 @@ def forward_plans(model: torch.nn.Module, device: torch.device, batch_size: int)
                   for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     if device.type != "cpu":
         return [ForwardPlan(current, False)]
-    formats = [current, not current] if only_2d_convolutions(model) else [current]
+    formats = [current, not current] if channels_last_applies(model) else [current]
     groupings = [False, True] if batch_size > 1 else [False]
     return [ForwardPlan(f, g) for f in formats for g in groupings]
 
