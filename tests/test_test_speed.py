@@ -154,3 +154,13 @@ def test_freed_activations_are_reused_without_page_faults():
     pages = (48 << 20) >> 12
     assert faults("default") > pages // 2  # each new block faults on its pages ...
     assert reused < pages // 10            # ... unless freed blocks are kept for reuse
+
+
+def test_loading_a_config_to_test_builds_no_optimizer():
+    # The first optimizer built in a process imports torch's compiler: seconds of a test run's start-up.
+    probe = ("import sys; from gaitrec.engine.inference import resolve_test_target; "
+             "resolve_test_target('configs/gaitset/gaitset.yaml', checkpoint='unused.pt'); "
+             "print('torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.split()[-1] == "False"

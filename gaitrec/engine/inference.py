@@ -134,9 +134,9 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
         saved = checkpoint.parent.parent / "config.yaml"
         stored = load_checkpoint(checkpoint).get("config")
         if isinstance(stored, dict):
-            cfg = config_from_dict(stored, overrides, source=f"{checkpoint} (its stored config)")
+            cfg = config_from_dict(stored, overrides, source=f"{checkpoint} (its stored config)", training=False)
         elif saved.is_file():
-            cfg = load_config(saved, overrides)
+            cfg = load_config(saved, overrides, training=False)
         else:
             raise ConfigError(f"{checkpoint} holds no config (an OpenGait checkpoint?): give the config too, "
                               f"gaitrec test CONFIG --checkpoint {checkpoint}")
@@ -148,7 +148,7 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
         if not saved.is_file():
             raise ConfigError(f"{target} is a directory but not a run directory (no config.yaml): give a run "
                               "directory written by gaitrec train, or a config file")
-        cfg = load_config(saved, overrides)
+        cfg = load_config(saved, overrides, training=False)
         if checkpoint is None:
             found = list_checkpoints(target, cfg["trainer_cfg"]["save_name"])
             if not found:
@@ -156,7 +156,7 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
                                         f"{cfg['trainer_cfg']['save_name']!r} to test")
             checkpoint = found[-1][1]
         return cfg, checkpoint, target
-    cfg = load_config(target, overrides)
+    cfg = load_config(target, overrides, training=False)  # testing builds no optimizer
     ev = cfg["evaluator_cfg"]
     run_dir = run_dir_of(cfg, ev["save_name"])
     if checkpoint is None:
