@@ -250,8 +250,8 @@ def main() -> None:
               f"{json.dumps({k: round(v, 2) for k, v in start.items()})}; load {loads[-1]:.2f}", flush=True)
 
     lines = [
-        f"`python benchmarks/bench_vs_opengait.py --opengait DIR --repeats {args.repeats}"
-        f"{' --write' if args.write else ''}` ({args.repeats} alternating repetitions, medians): OpenGait at "
+        f"`python benchmarks/bench_vs_opengait.py {_command_line(args)}` ({args.repeats} alternating "
+        "repetitions, medians): OpenGait at "
         f"{_opengait_commit(checkout)}, {os.cpu_count()} CPUs, torch {torch.__version__}. Load average (1 min) "
         f"{loads[0]:.2f} before, {max(loads):.2f} at most, {loads[-1]:.2f} after; the CPUs are shared with other "
         f"work, so the ratios within a row (measured alternately) are the figures to read. SynthGait "
@@ -279,6 +279,16 @@ def main() -> None:
         from results_md import write_section
 
         write_section(TITLE + (f", {args.label}" if args.label else ""), text)
+
+
+def _command_line(args) -> str:
+    """This run's options as typed, with the checkout and temporary folders as placeholders."""
+    words = ["--opengait DIR", f"--subjects {args.subjects}", f"--repeats {args.repeats}", f"--views {args.views}"]
+    if args.models != ",".join(MODELS):
+        words.append(f"--models {args.models}")
+    if args.label:
+        words.append(f"--label '{args.label}'")
+    return " ".join(words + (["--write"] if args.write else []))
 
 
 def _opengait_commit(checkout: Path) -> str:

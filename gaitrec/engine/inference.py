@@ -170,10 +170,10 @@ def reuse_freed_memory() -> bool:
     """Have the C allocator (glibc's malloc) keep freed blocks of up to 1 GiB for reuse; True where it did.
 
     By default glibc maps every block above 32 MiB (a few MiB at first) afresh from the kernel and unmaps it
-    when freed, so each activation of a sequence-sized batch costs page faults and zeroed pages: on the CPU
-    a third of `gaitrec test`'s time went to the kernel (GaitGL on SynthGait: 5.9 s of system time for 26 s
-    of user time, 0.5 s with reuse). With reuse the process keeps its peak memory until it ends. Elsewhere
-    (macOS, musl) nothing changes."""
+    when freed, so each activation of a sequence-sized batch costs page faults and zeroed pages (GaitGL's
+    `gaitrec test` on SynthGait: 5.9 s of system time beside 26 s of user time, 0.5 s with reuse; 44 s
+    instead of 69 s in all). With reuse the process keeps its peak memory until it ends. Elsewhere (macOS,
+    musl) nothing changes."""
     import ctypes
     import ctypes.util
 
