@@ -64,24 +64,33 @@ def test_plans_on_other_devices_and_for_single_sequence_batches():
     assert forward_plans(prepare_for_inference(make("GaitGL"), CPU), CPU, 1) == [ForwardPlan(False, False)]
 
 
-def test_chooser_tries_each_candidate_in_turn_then_keeps_the_fastest():
+def test_chooser_tries_each_candidate_then_races_the_close_ones_and_keeps_the_fastest():
     plans = [ForwardPlan(False, False), ForwardPlan(True, False), ForwardPlan(True, True)]
-    seconds_per_frame = {plans[0]: 3.0, plans[1]: 1.0, plans[2]: 2.0}
-    chooser = ForwardPlanChooser(plans, trials=2)
+    seconds_per_frame = {plans[0]: 3.0, plans[1]: 1.0, plans[2]: 1.1}
+    chooser = ForwardPlanChooser(plans, trials=2, margin=1.15)
     tried = []
-    for _ in range(6):
+    while chooser.chosen is None:
         plan = chooser.next_plan()
         tried.append(plan)
         chooser.record(plan, seconds_per_frame[plan] * 10, frames=10)
-    assert tried == plans + plans
+    assert tried == plans + [plans[1], plans[2]]  # the slow one drops out after its first batch
     assert chooser.chosen == plans[1] and chooser.next_plan() == plans[1]
 
 
-def test_chooser_judges_a_plan_by_its_best_trial():
+def test_chooser_stops_when_one_candidate_is_clearly_fastest():
+    plans = [ForwardPlan(False, False), ForwardPlan(True, False)]
+    chooser = ForwardPlanChooser(plans, trials=2)
+    chooser.record(plans[0], 2.0, 10)
+    chooser.record(plans[1], 4.0, 10)
+    assert chooser.chosen == plans[0]
+
+
+def test_chooser_judges_a_close_candidate_by_its_best_trial():
     plans = [ForwardPlan(False, False), ForwardPlan(True, False)]
     chooser = ForwardPlanChooser(plans, trials=2)
     chooser.record(plans[0], 2.0, 10)   # 0.2 s per frame, steady
-    chooser.record(plans[1], 9.0, 10)   # a burst of other work during the first trial ...
+    chooser.record(plans[1], 2.2, 10)   # a burst of other work during its first trial ...
+    assert chooser.chosen is None
     chooser.record(plans[0], 2.0, 10)
     chooser.record(plans[1], 1.0, 10)   # ... its best trial shows it is the faster
     assert chooser.chosen == plans[1]

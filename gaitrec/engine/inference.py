@@ -224,45 +224,51 @@ class ForwardPlan:
 class ForwardPlanChooser:
     """Measures the candidate plans on the first real batches and keeps the fastest (seconds per frame).
 
-    Each candidate runs ``trials`` batches in turn (the work is not wasted: those are test batches embedded
-    with the same result); its figure is the best of its trials, so that a burst of other work on a shared
-    machine does not decide. Candidates: channels-last or not for a model of 2D convolutions only, and, for
-    batches of several sequences, one forward per batch or one per sequence (a large batch can be slower per
-    frame on the CPU: its activations leave the caches and are allocated afresh every time)."""
+    The work is not wasted: the trial batches are test batches, embedded with the same result whatever the
+    plan. Every candidate runs one batch in turn; those more than ``margin`` slower than the best drop out,
+    and the rest run until each has ``trials`` batches, a candidate counting by its best trial, so that a burst
+    of other work on a shared machine does not decide. Candidates: channels-last or not for a model of 2D
+    convolutions, and, for batches of several sequences, one forward per batch or one per sequence (a large
+    batch can be slower per frame on the CPU: its activations no longer fit the caches)."""
 
-    def __init__(self, candidates: list[ForwardPlan], trials: int = 2, clock=time.perf_counter):
+    def __init__(self, candidates: list[ForwardPlan], trials: int = 2, margin: float = 1.15):
         self.candidates = list(candidates)
         self.trials = trials
-        self.clock = clock
+        self.margin = margin
         self.seconds_per_frame: dict[ForwardPlan, list[float]] = {c: [] for c in self.candidates}
+        self.racing = list(self.candidates)
         self.chosen = self.candidates[0] if len(self.candidates) == 1 else None
 
     def next_plan(self) -> ForwardPlan:
         """The plan for the next batch: a candidate still to measure, else the chosen one."""
         if self.chosen is not None:
             return self.chosen
-        return min(self.candidates, key=lambda c: len(self.seconds_per_frame[c]))
+        return min(self.racing, key=lambda c: len(self.seconds_per_frame[c]))
 
     def record(self, plan: ForwardPlan, seconds: float, frames: int) -> None:
-        """Note how long ``plan`` took over ``frames`` frames; chooses once every candidate has its trials."""
+        """Note how long ``plan`` took over ``frames`` frames; chooses once the race is decided."""
         if self.chosen is not None:
             return
         self.seconds_per_frame[plan].append(seconds / max(1, frames))
-        if all(len(v) >= self.trials for v in self.seconds_per_frame.values()):
-            self.chosen = min(self.candidates, key=lambda c: min(self.seconds_per_frame[c]))
+        best = {c: min(self.seconds_per_frame[c], default=float("inf")) for c in self.racing}
+        if all(self.seconds_per_frame[c] for c in self.racing):
+            fastest = min(best.values())
+            self.racing = [c for c in self.racing if best[c] <= fastest * self.margin]
+        if len(self.racing) == 1 or all(len(self.seconds_per_frame[c]) >= self.trials for c in self.racing):
+            self.chosen = min(self.racing, key=best.__getitem__)
             log.debug("forward plan %s (seconds per frame: %s)", self.chosen, self.seconds_per_frame)
 
     def run(self, model: torch.nn.Module, batch: dict, evaluator_cfg: dict, device: torch.device) -> np.ndarray:
         """Embeddings of ``batch`` under the next plan, timed."""
         plan = self.next_plan()
         set_memory_format(model, plan.channels_last)
-        start = self.clock()
+        start = time.perf_counter()
         if plan.per_sequence:
             embeddings = np.concatenate([embed_batch(model, one, evaluator_cfg, device)
                                          for one in single_sequences(batch)])
         else:
             embeddings = embed_batch(model, batch, evaluator_cfg, device)
-        self.record(plan, self.clock() - start, int(batch["sils"].shape[0] * batch["sils"].shape[1]))
+        self.record(plan, time.perf_counter() - start, int(batch["sils"].shape[0] * batch["sils"].shape[1]))
         return embeddings
 
 
