@@ -160,7 +160,7 @@ from gaitrec.config import load_config
 from gaitrec.data.dataset import build_datasets
 from gaitrec.engine.inference import load_trained_model
 t1 = time.perf_counter()
-cfg = load_config(sys.argv[1], sys.argv[3:])
+cfg = load_config(sys.argv[1], sys.argv[3:], training=False)  # as gaitrec test loads it
 _, test_set = build_datasets(cfg["data_cfg"], train=False)
 t2 = time.perf_counter()
 load_trained_model(cfg, sys.argv[2], torch.device("cpu"))
