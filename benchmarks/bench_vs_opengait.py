@@ -189,6 +189,9 @@ def main() -> None:
     parser.add_argument("--views", default="000,054,090,126,180",
                         help="SynthGait views to generate (fewer: a shorter run; default: %(default)s)")
     parser.add_argument("--data", help="SynthGait directory to reuse or create (default: a temporary one)")
+    parser.add_argument("--opengait-threads", type=int, default=0,
+                        help="intra-op threads for OpenGait's forwards (default: torch's own choice, as its loop "
+                             "gets); 1 compares the two at one thread each, without oversubscription")
     parser.add_argument("--label", default="", help="words for the section title, e.g. 'busy machine'")
     parser.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")
     args = parser.parse_args()
@@ -208,6 +211,8 @@ def main() -> None:
     import torch
 
     install_opengait(checkout)
+    if args.opengait_threads:
+        torch.set_num_threads(args.opengait_threads)
     from gaitrec.config import load_config
     from gaitrec.engine.checkpoint import save_checkpoint
     from gaitrec.models import create_model
@@ -263,7 +268,8 @@ def main() -> None:
         *[f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {r[5]:.2f}x | {r[6]:.1e} | {r[7]['threads']} |"
           for r in rows], "",
         f"OpenGait forwards alone: its model class built from the same `model_cfg` with the same weights, one "
-        f"sequence per forward in eval mode under no_grad, inputs already in memory, torch's default "
+        f"sequence per forward in eval mode under no_grad, inputs already in memory, "
+        f"{'torch.set_num_threads(%d)' % args.opengait_threads if args.opengait_threads else 'torch default'}: "
         f"{torch.get_num_threads()} threads. `gaitrec test`: `gaitrec test CONFIG --checkpoint CKPT --set "
         "data_cfg.dataset_root=... --set data_cfg.dataset_partition=... --quiet` in a fresh interpreter, start "
         "to exit. Speed-up: OpenGait's seconds over gaitrec's.", "",
@@ -286,6 +292,8 @@ def _command_line(args) -> str:
     words = ["--opengait DIR", f"--subjects {args.subjects}", f"--repeats {args.repeats}", f"--views {args.views}"]
     if args.models != ",".join(MODELS):
         words.append(f"--models {args.models}")
+    if args.opengait_threads:
+        words.append(f"--opengait-threads {args.opengait_threads}")
     if args.label:
         words.append(f"--label '{args.label}'")
     return " ".join(words + (["--write"] if args.write else []))
