@@ -4,8 +4,9 @@
 
 For each shipped config (reduced widths where the recipe is large) on SynthGait 64x64: a checkpoint of random
 weights (speed does not depend on the values) is tested as `gaitrec test` does, embedding and evaluation,
-twice per repetition: plain (the checkpoint's modules, no channels-last) and prepared (``prepare_for_inference``:
-batch norms folded, channels-last on the CPU for 2D models). Variants alternate so load drifts hit both;
+twice per repetition: plain (the checkpoint's modules, no channels-last, one forward per batch) and prepared
+(``prepare_for_inference``: batch norms folded, channels-last on the CPU for 2D models, then the forward plan
+measured on the first batches). Variants alternate so load drifts hit both;
 medians are quoted. Start-up: `gaitrec --help` in a fresh interpreter and `import gaitrec.cli` (must not
 import torch), then the model load (torch import, config, checkpoint) and the dataset listing.
 """
@@ -96,7 +97,8 @@ def main() -> None:
                 loads[variant] = time.perf_counter() - start
                 out = tmp / f"{len(rows)}-{variant}-{repeat}"
                 start = time.perf_counter()
-                result = run_test(cfg, model, ctx, out, progress=False, test_set=test_set)
+                result = run_test(cfg, model, ctx, out, progress=False, test_set=test_set,
+                                  tune=variant == "prepared")
                 times[variant].append(time.perf_counter() - start)
                 import numpy as np
                 embeddings[variant] = np.load(out / "features.npz")["embeddings"]

@@ -127,6 +127,7 @@ class GaitDataset:
             raise ConfigError(f"{name}: no sequence on disk belongs to the partition's subjects")
         self.cache = cache
         self._cache: dict[int, np.ndarray] = {}
+        self._frame_counts: dict[int, int] = {}  # from the headers, where the source has them
         for folder in getattr(source, "empty_folders", []):
             if not skip_bad:
                 raise DataError(f"{folder}: sequence folder holds no .pkl file "
@@ -146,7 +147,9 @@ class GaitDataset:
         for i in self.indices:
             where = self.source.sequences[i].location
             try:
-                check_sequence_header(*header(i), where)
+                shape, dtype = header(i)
+                check_sequence_header(shape, dtype, where)
+                self._frame_counts[i] = int(shape[0])
                 kept.append(i)
             except DataError as err:
                 bad.append(str(err))
@@ -183,6 +186,13 @@ class GaitDataset:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    @property
+    def frame_counts(self) -> list[int] | None:
+        """Frames of each sequence, known without reading them (from the files' headers), or None."""
+        if not all(i in self._frame_counts for i in self.indices):
+            return None
+        return [self._frame_counts[i] for i in self.indices]
 
     def info(self, i: int) -> SequenceInfo:
         return self.source.sequences[self.indices[i]]

@@ -7,8 +7,9 @@ batch is the one the config asks for (OpenGait's convention).
 """
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -167,8 +168,10 @@ def build_train_sampler(sampler_cfg: dict, labels: np.ndarray, seed: int = 0, st
 
 @SAMPLERS.register()
 class InferenceSampler:
-    """Every sequence once, in order, ``batch_size`` at a time; under distribution each rank takes a
-    contiguous, disjoint shard (no padding duplicates)."""
+    """Every sequence once, ``batch_size`` at a time; under distribution each rank takes a contiguous,
+    disjoint shard (no padding duplicates). With ``lengths`` (the frames each sequence gives the model) a batch
+    holds sequences of one length only, shortest first, so that they stack into ``[n, s, h, w]`` instead of
+    being packed; otherwise batches follow dataset order."""
 
     stage = "test"
 
@@ -176,17 +179,27 @@ class InferenceSampler:
     def batch_size_error(batch_size) -> str | None:
         return _batch_error(batch_size, pair=False)
 
-    def __init__(self, num_sequences: int, batch_size: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, num_sequences: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                 lengths: Sequence[int] | None = None):
         per_rank = math.ceil(num_sequences / world_size)
         self.indices = list(range(rank * per_rank, min(num_sequences, (rank + 1) * per_rank)))
         self.batch_size = batch_size
+        if lengths is not None and len(lengths) != num_sequences:
+            raise ValueError(f"{len(lengths)} lengths for {num_sequences} sequences")
+        self.batches = []
+        groups = itertools.groupby(sorted(self.indices, key=lambda i: lengths[i]), key=lambda i: lengths[i]) \
+            if lengths is not None else [(None, self.indices)]
+        for _, group in groups:
+            group = list(group)
+            self.batches += [group[start:start + batch_size] for start in range(0, len(group), batch_size)]
 
     def __iter__(self) -> Iterator[list[ItemId]]:
-        for start in range(0, len(self.indices), self.batch_size):
-            yield [(0, pos, idx) for pos, idx in enumerate(self.indices[start:start + self.batch_size], start)]
+        for batch in self.batches:
+            # The position is the sequence's index: the same frames whatever the batching or the rank.
+            yield [(0, idx, idx) for idx in batch]
 
     def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
+        return len(self.batches)
 
 
 class SequenceReader(torch.utils.data.Dataset):
@@ -242,6 +255,15 @@ class SequenceCollator:
         start = int(rng.integers(0, len(order) - window + 1))
         picked = np.sort(rng.choice(window, count, replace=False))
         return order[start + picked]
+
+    def frames_used(self, frame_counts: Sequence[int]) -> list[int] | None:
+        """How many frames the model gets from sequences of these lengths, where that is fixed in advance
+        (``all`` keeps every frame up to the limit); None when it is drawn at random per batch."""
+        if self.mode == "all":
+            return [min(n, self.frames_all_limit) if self.frames_all_limit > 0 else n for n in frame_counts]
+        if self.mode == "fixed":
+            return [self.frames_num_fixed] * len(frame_counts)
+        return None
 
     def __call__(self, items: list[dict]) -> dict:
         sequences = []

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,17 +76,28 @@ def fold_batch_norms(model: torch.nn.Module) -> int:
     return folded
 
 
+def channels_last_applies(model: torch.nn.Module) -> bool:
+    """Whether ``model`` has 2D convolutions and no 3D ones: the models channels-last may speed up on the CPU
+    (1D convolutions, GaitPart's temporal ones, do not care)."""
+    convs = [m for m in model.modules() if isinstance(m, _CONV)]
+    return any(isinstance(m, torch.nn.Conv2d) for m in convs) and not any(isinstance(m, torch.nn.Conv3d) for m in convs)
+
+
 def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The model made fast for inference on ``device``, in eval mode, with the same embeddings (to float
-    rounding, about 1e-6 relative): batch norms folded into their convolutions everywhere, and on the CPU
-    channels-last memory format for a model of 2D convolutions only (1.5-1.7x faster there, measured in
-    benchmarks/RESULTS.md; 3D convolutions gain nothing from it). torch.compile stays off: its 5-20 s of
-    compilation does not pay back within one test run on the CPU. Weights change: hash them first."""
+    rounding, about 1e-6 relative).
+
+    The rule: batch norms are folded into their convolutions always (fewer passes over the activations, never
+    slower). On the CPU a model of 2D convolutions only starts in channels-last memory format (1.2-1.8x faster
+    for Baseline, GaitSet, GaitPart, GaitBase; slower for GLN, whose lateral concatenations and upsampling
+    convert formats), and ``extract_features`` then keeps whichever format measures faster on the first
+    batches of the test (``ForwardPlanChooser``); models with 3D convolutions stay contiguous (channels-last-3d
+    measured no faster, 0.96-0.97x). torch.compile stays off: its 4-20 s of compilation, plus a recompilation
+    when sequence lengths vary, does not pay back within a test run on the CPU (benchmarks/RESULTS.md).
+    Weights change: hash them first."""
     model.eval()
     fold_batch_norms(model)
-    convs = [m for m in model.modules() if isinstance(m, _CONV)]
-    only_2d = bool(convs) and not any(isinstance(m, torch.nn.Conv3d) for m in convs)
-    return place_model(model, device, channels_last=device.type == "cpu" and only_2d)
+    return place_model(model, device, channels_last=device.type == "cpu" and channels_last_applies(model))
 
 
 def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, strict: bool = True,
@@ -121,9 +134,9 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
         saved = checkpoint.parent.parent / "config.yaml"
         stored = load_checkpoint(checkpoint).get("config")
         if isinstance(stored, dict):
-            cfg = config_from_dict(stored, overrides, source=f"{checkpoint} (its stored config)")
+            cfg = config_from_dict(stored, overrides, source=f"{checkpoint} (its stored config)", training=False)
         elif saved.is_file():
-            cfg = load_config(saved, overrides)
+            cfg = load_config(saved, overrides, training=False)
         else:
             raise ConfigError(f"{checkpoint} holds no config (an OpenGait checkpoint?): give the config too, "
                               f"gaitrec test CONFIG --checkpoint {checkpoint}")
@@ -135,7 +148,7 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
         if not saved.is_file():
             raise ConfigError(f"{target} is a directory but not a run directory (no config.yaml): give a run "
                               "directory written by gaitrec train, or a config file")
-        cfg = load_config(saved, overrides)
+        cfg = load_config(saved, overrides, training=False)
         if checkpoint is None:
             found = list_checkpoints(target, cfg["trainer_cfg"]["save_name"])
             if not found:
@@ -143,7 +156,7 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
                                         f"{cfg['trainer_cfg']['save_name']!r} to test")
             checkpoint = found[-1][1]
         return cfg, checkpoint, target
-    cfg = load_config(target, overrides)
+    cfg = load_config(target, overrides, training=False)  # testing builds no optimizer
     ev = cfg["evaluator_cfg"]
     run_dir = run_dir_of(cfg, ev["save_name"])
     if checkpoint is None:
@@ -151,6 +164,36 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
         if checkpoint is None:
             raise ConfigError("no checkpoint: pass --checkpoint PATH or set evaluator_cfg.restore_hint")
     return cfg, checkpoint, run_dir
+
+
+def reuse_freed_memory() -> bool:
+    """Have the C allocator (glibc's malloc) keep freed blocks of up to 1 GiB for reuse; True where it did.
+
+    By default glibc maps every block above 32 MiB (a few MiB at first) afresh from the kernel and unmaps it
+    when freed, so each activation of a sequence-sized batch costs page faults and zeroed pages (GaitGL's
+    `gaitrec test` on SynthGait: 5.9 s of system time beside 26 s of user time, 0.5 s with reuse; 44 s
+    instead of 69 s in all). With reuse the process keeps its peak memory until it ends. Elsewhere (macOS,
+    musl) nothing changes."""
+    import ctypes
+    import ctypes.util
+
+    global _MEMORY_REUSED
+    if _MEMORY_REUSED is None:
+        _MEMORY_REUSED = False
+        name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+        try:
+            libc = ctypes.CDLL(name) if name else None
+        except OSError:
+            libc = None
+        if libc is not None and hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt"):
+            libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+            limit = 1 << 30
+            # M_MMAP_THRESHOLD (-3): blocks under it come from the heap; M_TRIM_THRESHOLD (-1): free heap kept
+            _MEMORY_REUSED = bool(libc.mallopt(-3, limit)) and bool(libc.mallopt(-1, limit))
+    return _MEMORY_REUSED
+
+
+_MEMORY_REUSED: bool | None = None
 
 
 @torch.no_grad()
@@ -163,21 +206,120 @@ def embed_batch(model: torch.nn.Module, batch: dict, evaluator_cfg: dict, device
     return out["embeddings"].float().cpu().numpy()
 
 
+def single_sequences(batch: dict) -> list[dict]:
+    """A batch as one batch per sequence (the embeddings of a sequence do not depend on its neighbours)."""
+    if batch["seq_lengths"] is None:
+        return [{"sils": batch["sils"][i:i + 1], "seq_lengths": None} for i in range(len(batch["sils"]))]
+    packed = batch["sils"].split(list(batch["seq_lengths"]), dim=1)
+    return [{"sils": sils, "seq_lengths": None} for sils in packed]
+
+
+@dataclass(frozen=True)
+class ForwardPlan:
+    """How the forwards of a test run: the model's memory format, and one forward per batch or per sequence."""
+    channels_last: bool
+    per_sequence: bool
+
+
+class ForwardPlanChooser:
+    """Measures the candidate plans on the first real batches and keeps the fastest (seconds per frame).
+
+    The work is not wasted: the trial batches are test batches, embedded with the same result whatever the
+    plan. Every candidate runs one batch in turn; those more than ``margin`` slower than the best drop out,
+    and the rest run until each has ``trials`` batches, a candidate counting by its best trial, so that a burst
+    of other work on a shared machine does not decide. Candidates: channels-last or not for a model of 2D
+    convolutions, and, for batches of several sequences, one forward per batch or one per sequence (a large
+    batch can be slower per frame on the CPU: its activations no longer fit the caches)."""
+
+    def __init__(self, candidates: list[ForwardPlan], trials: int = 2, margin: float = 1.15):
+        self.candidates = list(candidates)
+        self.trials = trials
+        self.margin = margin
+        self.seconds_per_frame: dict[ForwardPlan, list[float]] = {c: [] for c in self.candidates}
+        self.racing = list(self.candidates)
+        self.chosen = self.candidates[0] if len(self.candidates) == 1 else None
+
+    def next_plan(self) -> ForwardPlan:
+        """The plan for the next batch: a candidate still to measure, else the chosen one."""
+        if self.chosen is not None:
+            return self.chosen
+        return min(self.racing, key=lambda c: len(self.seconds_per_frame[c]))
+
+    def record(self, plan: ForwardPlan, seconds: float, frames: int) -> None:
+        """Note how long ``plan`` took over ``frames`` frames; chooses once the race is decided."""
+        if self.chosen is not None:
+            return
+        self.seconds_per_frame[plan].append(seconds / max(1, frames))
+        best = {c: min(self.seconds_per_frame[c], default=float("inf")) for c in self.racing}
+        if all(self.seconds_per_frame[c] for c in self.racing):
+            fastest = min(best.values())
+            self.racing = [c for c in self.racing if best[c] <= fastest * self.margin]
+        if len(self.racing) == 1 or all(len(self.seconds_per_frame[c]) >= self.trials for c in self.racing):
+            self.chosen = min(self.racing, key=best.__getitem__)
+            log.debug("forward plan %s (seconds per frame: %s)", self.chosen, self.seconds_per_frame)
+
+    def run(self, model: torch.nn.Module, batch: dict, evaluator_cfg: dict, device: torch.device) -> np.ndarray:
+        """Embeddings of ``batch`` under the next plan, timed."""
+        plan = self.next_plan()
+        set_memory_format(model, plan.channels_last)
+        start = time.perf_counter()
+        if plan.per_sequence:
+            embeddings = np.concatenate([embed_batch(model, one, evaluator_cfg, device)
+                                         for one in single_sequences(batch)])
+        else:
+            embeddings = embed_batch(model, batch, evaluator_cfg, device)
+        self.record(plan, time.perf_counter() - start, int(batch["sils"].shape[0] * batch["sils"].shape[1]))
+        return embeddings
+
+
+def set_memory_format(model: torch.nn.Module, channels_last: bool) -> None:
+    """Put the 2D convolution weights of ``model`` in channels-last (or back to contiguous), if not already."""
+    target = torch.channels_last if channels_last else torch.contiguous_format
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and not module.weight.is_contiguous(memory_format=target):
+            module.to(memory_format=target)
+
+
+def forward_plans(model: torch.nn.Module, device: torch.device, batch_size: int) -> list[ForwardPlan]:
+    """The plans worth measuring for ``model`` on ``device`` (see ``ForwardPlanChooser``); one on a GPU,
+    where the evaluator's batches and the format ``place_model`` gave are kept."""
+    current = any(m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous()
+                  for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    if device.type != "cpu":
+        return [ForwardPlan(current, False)]
+    formats = [current, not current] if channels_last_applies(model) else [current]
+    groupings = [False, True] if batch_size > 1 else [False]
+    return [ForwardPlan(f, g) for f in formats for g in groupings]
+
+
 @torch.no_grad()
 def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg: dict, ctx: DistContext,
-                     num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray] | None:
+                     num_workers: int = 0, progress: bool = True, tune: bool = True) -> dict[str, np.ndarray] | None:
     """Embeddings of every sequence of ``dataset`` in dataset order; under distribution each rank embeds a
-    disjoint shard and rank 0 returns the whole set (other ranks return None)."""
+    disjoint shard and rank 0 returns the whole set (other ranks return None).
+
+    Batches hold sequences of one length where the dataset knows the lengths (stacked, never packed). On the
+    CPU with ``tune`` the forwards follow the fastest plan measured on the first batches
+    (``ForwardPlanChooser``); without it, one forward per batch in the model's own memory format."""
+    if ctx.device.type == "cpu":
+        reuse_freed_memory()
     sampler_cfg = evaluator_cfg["sampler"]
-    sampler = InferenceSampler(len(dataset), sampler_cfg["batch_size"], ctx.rank, ctx.world_size)
     collator = SequenceCollator(sampler_cfg, evaluator_cfg["transform"], seed=0)
+    counts = getattr(dataset, "frame_counts", None)
+    lengths = collator.frames_used(counts) if counts is not None else None
+    sampler = InferenceSampler(len(dataset), sampler_cfg["batch_size"], ctx.rank, ctx.world_size, lengths=lengths)
     loader = torch.utils.data.DataLoader(SequenceReader(dataset), batch_sampler=sampler, collate_fn=collator,
                                          num_workers=num_workers, pin_memory=ctx.device.type == "cuda")
     model.eval()
+    plans = forward_plans(model, ctx.device, sampler.batch_size) if tune else []
+    chooser = ForwardPlanChooser(plans) if plans else None
     indices, chunks = [], []
     for batch in tqdm(loader, desc="test", disable=not progress or ctx.rank != 0 or not interactive(),
                       dynamic_ncols=True):
-        chunks.append(embed_batch(model, batch, evaluator_cfg, ctx.device))
+        if chooser is not None:
+            chunks.append(chooser.run(model, batch, evaluator_cfg, ctx.device))
+        else:
+            chunks.append(embed_batch(model, batch, evaluator_cfg, ctx.device))
         indices.extend(batch["indices"])
     embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0, 0), np.float32)
     order = np.asarray(indices, dtype=np.int64)
@@ -211,10 +353,11 @@ def evaluate_config(cfg: dict, features: dict, device: torch.device | None = Non
 
 
 def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Path, overwrite: bool = False,
-             progress: bool = True, test_set: GaitDataset | None = None, checkpoint: str | Path | None = None
-             ) -> EvaluationResult | None:
+             progress: bool = True, test_set: GaitDataset | None = None, checkpoint: str | Path | None = None,
+             tune: bool = True) -> EvaluationResult | None:
     """Embed the test set, write ``features.npz`` and the report into ``output_dir``; returns the result on
-    rank 0 (None on other ranks). The result names the model and ``checkpoint`` (file name) it came from."""
+    rank 0 (None on other ranks). The result names the model and ``checkpoint`` (file name) it came from.
+    ``tune``: see ``extract_features``."""
     from ..evaluation.report import write_report
 
     output_dir = Path(output_dir)
@@ -223,7 +366,7 @@ def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Pa
     if test_set is None:
         _, test_set = build_datasets(cfg["data_cfg"], train=False)
     features = extract_features(model, test_set, cfg["evaluator_cfg"], ctx,
-                                num_workers=cfg["data_cfg"]["num_workers"], progress=progress)
+                                num_workers=cfg["data_cfg"]["num_workers"], progress=progress, tune=tune)
     if features is None:
         return None
     output_dir.mkdir(parents=True, exist_ok=True)
