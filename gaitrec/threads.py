@@ -8,6 +8,8 @@ cores actually free.
 from __future__ import annotations
 
 import os
+import statistics
+import time
 import warnings
 from .errors import ConfigError
 
@@ -41,6 +43,41 @@ def local_processes(environ: dict | None = None) -> int:
         return 1
 
 
+def tasks_running(stat_text: str) -> int | None:
+    """The kernel's count of tasks running or ready to run now (``procs_running`` of ``/proc/stat``)."""
+    for line in stat_text.splitlines():
+        if line.startswith("procs_running "):
+            return int(line.split()[1])
+    return None
+
+
+def current_load(processes: int = 1, readings: int = 5, interval: float = 0.01) -> float:
+    """Tasks running or ready to run on this machine now besides this process and its ``processes - 1``
+    torchrun siblings: the median of a few readings of the kernel's count over about 50 ms (Linux), else the
+    1-minute load average.
+
+    The load average trails the machine by a minute: right after a heavy job ends it still reports the job,
+    and a process started then took one thread on two idle cores."""
+    counts = []
+    for reading in range(readings):
+        try:
+            with open("/proc/stat") as f:
+                count = tasks_running(f.read())
+        except OSError:
+            count = None
+        if count is None:
+            break
+        counts.append(count)
+        if reading + 1 < readings:
+            time.sleep(interval)
+    if counts:
+        return max(0.0, statistics.median(counts) - processes)
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 0.0
+
+
 def _setting_read(environ: dict) -> str | None:
     """The variable that sets the count, if one is set: ``GAITREC_THREADS``, else ``OMP_NUM_THREADS`` (not
     under torchrun with several processes per machine; see ``choose_threads``)."""
@@ -50,8 +87,8 @@ def _setting_read(environ: dict) -> str | None:
 
 def choose_threads(environ: dict | None = None, cores: int | None = None, load: float | None = None) -> int:
     """Threads for one process: ``GAITREC_THREADS`` if set, else ``OMP_NUM_THREADS`` if set, else the cores
-    not busy with other work (usable cores minus the 1-minute load average, at least 1), shared among the
-    processes torchrun started on this machine.
+    not busy with other work (usable cores minus ``current_load``, at least 1), shared among the processes
+    torchrun started on this machine.
 
     Under torchrun with several processes per machine ``OMP_NUM_THREADS`` is not read: torchrun sets it to 1
     itself when it is unset, so there it says nothing about the user's wish (and a value exported for
@@ -63,10 +100,7 @@ def choose_threads(environ: dict | None = None, cores: int | None = None, load: 
         return _positive_int(environ[asked].strip(), asked)
     cores = usable_cores() if cores is None else cores
     if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            load = 0.0
+        load = current_load(local_processes(environ))
     free = max(1, min(cores, round(cores - load)))
     return max(1, free // local_processes(environ))
 

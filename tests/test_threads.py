@@ -100,3 +100,13 @@ def test_more_processes_than_cores_by_the_rule_is_quiet(monkeypatch, recwarn):
     finally:
         torch.set_num_threads(1)
     assert [str(w.message).split(":")[0] for w in recwarn] == ["OMP_NUM_THREADS"]
+
+
+def test_the_running_count_is_read_from_the_kernel_statistics():
+    from gaitrec.threads import current_load, tasks_running
+
+    stat = "cpu  1 2 3\nctxt 99\nprocs_running 3\nprocs_blocked 0\n"
+    assert tasks_running(stat) == 3
+    assert tasks_running("cpu 1 2 3\n") is None
+    load = current_load(readings=2, interval=0.0)
+    assert 0.0 <= load < 10_000  # this process's own reading is not counted as load
