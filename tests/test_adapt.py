@@ -1,7 +1,9 @@
 """Unlabelled adaptation: pseudo-labels from tracks, the masked triplet loss, adapt() and `gaitrec adapt`."""
 from __future__ import annotations
 
+import functools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,11 @@ from gaitrec.engine.checkpoint import load_checkpoint, save_checkpoint
 from gaitrec.losses import TripletLoss
 from gaitrec.models import create_model
 from gaitrec.synth.domain import render_track
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_run import one_line_error, run  # noqa: E402
+
+adapt_error = functools.partial(one_line_error, starts="gaitrec adapt: error: ")
 
 SIZE = 32
 # Track spans (first, last frame) of one simulated video: 0-1-2 are seen together, 3 and 4 later together,
@@ -139,20 +146,6 @@ def test_adapt_reduces_the_pseudo_identity_loss(model):
     assert state["adaptation"]["identity"] != state["adaptation"]["base_identity"]
 
 
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(capsys, *args) -> str:
-    code, out, err = run(capsys, *args)
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gaitrec adapt: error: "), err
-    return lines[0]
-
-
 def test_help_names_the_new_identity_and_the_defaults(capsys):
     with pytest.raises(SystemExit) as done:
         main(["adapt", "--help"])
@@ -166,17 +159,17 @@ def test_help_names_the_new_identity_and_the_defaults(capsys):
 def test_bad_footage_exits_2_with_one_line(model, tmp_path, capsys):
     _, config, checkpoint = model
     args = ["--config", config, "--checkpoint", checkpoint, "--output", tmp_path / "out.pt", "--quiet"]
-    assert "source not found" in one_line_error(capsys, "adapt", tmp_path / "missing", *args)
+    assert "source not found" in adapt_error(capsys, "adapt", tmp_path / "missing", *args)
     (tmp_path / "plain").mkdir()
-    assert "no tracks.json" in one_line_error(capsys, "adapt", tmp_path / "plain", *args)
+    assert "no tracks.json" in adapt_error(capsys, "adapt", tmp_path / "plain", *args)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "tracks.json").write_text("{not json")
-    assert "unreadable track list" in one_line_error(capsys, "adapt", broken, *args)
+    assert "unreadable track list" in adapt_error(capsys, "adapt", broken, *args)
     empty = write_extraction(tmp_path / "empty", [])
-    assert "no tracks to adapt on" in one_line_error(capsys, "adapt", empty, *args)
+    assert "no tracks to adapt on" in adapt_error(capsys, "adapt", empty, *args)
     apart = [FootageTrack(t.frames, 100 * i, 100 * i + 40, "v", t.name) for i, t in enumerate(footage()[:3])]
-    line = one_line_error(capsys, "adapt", write_extraction(tmp_path / "apart", apart), *args)
+    line = adapt_error(capsys, "adapt", write_extraction(tmp_path / "apart", apart), *args)
     assert "no two of them visible at the same moment" in line
     assert not (tmp_path / "out.pt").exists()
 
@@ -194,7 +187,7 @@ def test_adapted_checkpoint_serves_identify_and_is_never_overwritten(model, tmp_
     assert identity in text and Embedder(cfg, out, "cpu").identity == identity
 
     before = out.read_bytes()
-    line = one_line_error(capsys, "adapt", tracks, "--config", config, "--checkpoint", checkpoint, "--output", out,
+    line = adapt_error(capsys, "adapt", tracks, "--config", config, "--checkpoint", checkpoint, "--output", out,
                           "--iterations", 3, "--quiet")
     assert "exists" in line and "--overwrite" in line and out.read_bytes() == before
 

@@ -19,11 +19,13 @@ import pytest
 import torch
 import yaml
 
-from gaitrec.cli import main
 from gaitrec.config import load_config
 from gaitrec.embed import Embedder, model_identity
 from gaitrec.gallery import (UNKNOWN, EnrolledSequence, Gallery, GalleryBusyError, ModelRecord, enroll,
                              identify)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_run import one_line_error, run  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trained models and concurrent gallery writers
 
@@ -86,20 +88,6 @@ def model_args(tiny, checkpoint=None):
 
 def walk(tiny, subject, walk_type):
     return str(tiny.data / subject / walk_type / "090" / "090.pkl")
-
-
-def run(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(capsys, *args) -> str:
-    code, out, err = run(capsys, *args)
-    assert code == 2, (out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gaitrec "), err
-    return lines[0]
 
 
 def checksum(path: Path) -> str:

@@ -4,6 +4,7 @@ alone are named in a street clip where they all walk again, in other directions 
 The walkers are SynthGait subjects of a seed the shipped model never trained on (it trained on seed 1)."""
 from __future__ import annotations
 
+import sys
 import json
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from gaitrec.cli import main
 from gaitrec.synth.street import Walker, render_street, score_tracks
 from gaitrec.video import extract_tracks
 from gaitrec.video.source import write_video
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_run import run  # noqa: E402
 
 pytestmark = pytest.mark.slow  # enrolment and identification from rendered videos
 
@@ -51,13 +55,6 @@ def gallery(clips):
     for name, video in zip(PEOPLE, enrol):
         assert main(["enroll", str(path), name, str(video), "--quiet"]) == 0
     return path
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_street_clip_tracks_every_walker_once(clips):
