@@ -248,3 +248,21 @@ def test_channels_last_placement_keeps_the_embeddings(name):
     x = silhouettes(2, 6, HEIGHT, WIDTH)
     with torch.no_grad():
         torch.testing.assert_close(fast(x)["embeddings"], plain(x)["embeddings"], atol=1e-5, rtol=1e-5)
+
+
+def test_pyramid_pooling_from_the_finest_strips_equals_each_scale_pooled_directly():
+    from gaitrec.models.layers import HorizontalPoolingPyramid
+
+    def by_scale(x, bin_num):
+        n, c = x.shape[:2]
+        return torch.cat([x.reshape(n, c, b, -1).mean(-1) + x.reshape(n, c, b, -1).amax(-1) for b in bin_num], -1)
+
+    generator = torch.Generator().manual_seed(0)
+    for bin_num, shape in [([16, 8, 4, 2, 1], (3, 8, 32, 22)), ([16, 8, 4, 2, 1], (2, 4, 16, 11)),
+                           ([4, 2, 1], (2, 4, 12, 5)), ([3, 2], (2, 4, 6, 4)), ([16], (2, 4, 16, 3))]:
+        x = torch.randn(*shape, generator=generator)
+        expected = by_scale(x, bin_num)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            got = HorizontalPoolingPyramid(bin_num)(x.contiguous(memory_format=layout))
+            assert got.shape == expected.shape
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)

@@ -86,10 +86,22 @@ class HorizontalPoolingPyramid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[:2]
+        finest = max(self.bin_num)
+        if len(self.bin_num) == 1 or any(finest % bins for bins in self.bin_num) or x[0, 0].numel() % finest:
+            features = []
+            for bins in self.bin_num:
+                z = x.reshape(n, c, bins, -1)
+                features.append(z.mean(-1) + z.amax(-1))
+            return torch.cat(features, -1)
+        # Every coarser strip is a union of finest strips: one pass over the map gives the finest sums and
+        # maxima, and the coarser ones follow from those (the map is read twice instead of twice per scale).
+        strips = x.reshape(n, c, finest, -1)
+        sums, maxima = strips.sum(-1), strips.amax(-1)
         features = []
         for bins in self.bin_num:
-            z = x.reshape(n, c, bins, -1)
-            features.append(z.mean(-1) + z.amax(-1))
+            group = finest // bins
+            mean = sums.reshape(n, c, bins, group).sum(-1) / (strips.shape[-1] * group)
+            features.append(mean + maxima.reshape(n, c, bins, group).amax(-1))
         return torch.cat(features, -1)
 
 
