@@ -1,6 +1,7 @@
 """Testing: embed every test sequence once, save ``features.npz``, evaluate with the configured protocol."""
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -89,8 +90,7 @@ def prepare_for_inference(model: torch.nn.Module, device: torch.device) -> torch
 
     The rule: batch norms are folded into their convolutions always (fewer passes over the activations, never
     slower). On the CPU a model of 2D convolutions only starts in channels-last memory format (1.2-1.8x faster
-    for Baseline, GaitSet, GaitPart, GaitBase; slower for GLN, whose lateral concatenations and upsampling
-    convert formats), and ``extract_features`` then keeps whichever format measures faster on the first
+    for Baseline, GaitSet, GaitPart, GaitBase, 1.4x for GLN), and ``extract_features`` then keeps whichever format measures faster on the first
     batches of the test (``ForwardPlanChooser``); models with 3D convolutions stay contiguous (channels-last-3d
     measured no faster, 0.96-0.97x). torch.compile stays off: its 4-20 s of compilation, plus a recompilation
     when sequence lengths vary, does not pay back within a test run on the CPU (benchmarks/RESULTS.md).
@@ -166,6 +166,7 @@ def resolve_test_target(target: str | Path | None, checkpoint: str | Path | None
     return cfg, checkpoint, run_dir
 
 
+@functools.cache
 def reuse_freed_memory() -> bool:
     """Have the C allocator (glibc's malloc) keep freed blocks of up to 1 GiB for reuse; True where it did.
 
@@ -177,23 +178,17 @@ def reuse_freed_memory() -> bool:
     import ctypes
     import ctypes.util
 
-    global _MEMORY_REUSED
-    if _MEMORY_REUSED is None:
-        _MEMORY_REUSED = False
-        name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-        try:
-            libc = ctypes.CDLL(name) if name else None
-        except OSError:
-            libc = None
-        if libc is not None and hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt"):
-            libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-            limit = 1 << 30
-            # M_MMAP_THRESHOLD (-3): blocks under it come from the heap; M_TRIM_THRESHOLD (-1): free heap kept
-            _MEMORY_REUSED = bool(libc.mallopt(-3, limit)) and bool(libc.mallopt(-1, limit))
-    return _MEMORY_REUSED
-
-
-_MEMORY_REUSED: bool | None = None
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return False
+    if libc is None or not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return False
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    limit = 1 << 30
+    # M_MMAP_THRESHOLD (-3): blocks under it come from the heap; M_TRIM_THRESHOLD (-1): free heap kept
+    return bool(libc.mallopt(-3, limit)) and bool(libc.mallopt(-1, limit))
 
 
 @torch.no_grad()
