@@ -292,14 +292,11 @@ def base_model(config: str | Path | None = None, checkpoint: str | Path | None =
                overrides: Sequence[str] = ()) -> tuple[dict, dict, tuple[int, int] | None]:
     """(run config, checkpoint dict, frame size or None) of the model to adapt: ``config`` + ``checkpoint``,
     or the shipped model when both are None."""
-    from .default_model import CONFIG, FRAME_SIZE, WEIGHTS
+    from .default_model import FRAME_SIZE, installed_files
 
     if config is None and checkpoint is None:
-        for path in (CONFIG, WEIGHTS):
-            if not path.is_file():
-                raise FileNotFoundError(f"the default model is not installed ({path} is missing); "
-                                        "pass --config and --checkpoint of a trained model")
-        return load_config(CONFIG), load_checkpoint(WEIGHTS), FRAME_SIZE
+        config, checkpoint = installed_files()
+        return load_config(config), load_checkpoint(checkpoint), FRAME_SIZE
     if config is None or checkpoint is None:
         raise ConfigError("--config and --checkpoint go together: give both, or neither for the default model")
     return load_config(config, overrides), load_checkpoint(checkpoint), None

@@ -25,6 +25,15 @@ TRAINING_DATA = {"subjects": 100, "frames": 30, "size": 64, "seed": 1}
 FRAME_SIZE = (TRAINING_DATA["size"], TRAINING_DATA["size"])  # pretreated frames it takes, before the evaluator's cut
 
 
+def installed_files() -> tuple[Path, Path]:
+    """``(CONFIG, WEIGHTS)``, refused in one line when the package was installed without them."""
+    for path in (CONFIG, WEIGHTS):
+        if not path.is_file():
+            raise FileNotFoundError(f"the default model is not installed ({path} is missing); "
+                                    "pass --config and --checkpoint of a trained model")
+    return CONFIG, WEIGHTS
+
+
 def build(output: str | Path = WEIGHTS, data: str | Path | None = None, work: str | Path | None = None,
           progress: bool = True) -> dict:
     """Generate the training data, train ``CONFIG`` and write the shipped weights file to ``output``

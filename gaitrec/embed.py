@@ -19,9 +19,7 @@ from tqdm import tqdm
 from .errors import DataError
 from .config import load_config
 from .data.sampler import SequenceCollator
-from .default_model import CONFIG as DEFAULT_MODEL_CONFIG
-from .default_model import FRAME_SIZE as DEFAULT_MODEL_FRAME_SIZE
-from .default_model import WEIGHTS as DEFAULT_MODEL_WEIGHTS
+from . import default_model
 from .device import pick_device
 from .engine.inference import embed_batch, load_trained_model, prepare_for_inference
 
@@ -92,11 +90,8 @@ class Embedder:
     @classmethod
     def default(cls, device: str | torch.device | None = None) -> "Embedder":
         """The model shipped with gaitrec (``gaitrec/configs/default_model.yaml`` + ``gaitrec/weights/default.pt``)."""
-        for path in (DEFAULT_MODEL_CONFIG, DEFAULT_MODEL_WEIGHTS):
-            if not path.is_file():
-                raise FileNotFoundError(f"the default model is not installed ({path} is missing); "
-                                        "pass --config and --checkpoint of a trained model")
-        return cls.from_files(DEFAULT_MODEL_CONFIG, DEFAULT_MODEL_WEIGHTS, device, frame_size=DEFAULT_MODEL_FRAME_SIZE)
+        config, weights = default_model.installed_files()
+        return cls.from_files(config, weights, device, frame_size=default_model.FRAME_SIZE)
 
     @property
     def model_config(self) -> dict:

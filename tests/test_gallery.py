@@ -208,7 +208,7 @@ def test_model_arguments_go_together(tiny, tmp_path, capsys, monkeypatch):
     for args in (["--config", tiny.config], ["--checkpoint", tiny.checkpoint]):
         line = one_line_error(capsys, "enroll", tmp_path / "g.db", "someone", walk(tiny, "001", "nm-01"), *args)
         assert "--config and --checkpoint go together" in line
-    monkeypatch.setattr("gaitrec.embed.DEFAULT_MODEL_CONFIG", tmp_path / "missing" / "default_model.yaml")
+    monkeypatch.setattr("gaitrec.default_model.CONFIG", tmp_path / "missing" / "default_model.yaml")
     line = one_line_error(capsys, "enroll", tmp_path / "g.db", "someone", walk(tiny, "001", "nm-01"))
     assert "default model is not installed" in line
     assert not (tmp_path / "g.db").exists()
