@@ -1,6 +1,7 @@
 """Process-group helpers: one process on CPU or one GPU, or many under ``torchrun`` (gloo on CPU, nccl on GPUs)."""
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,15 @@ def init(device: str | None = None, backend: str | None = None) -> DistContext:
     if world_size > 1 and not dist.is_initialized():
         backend = backend or os.environ.get("GAITREC_DIST_BACKEND") or ("nccl" if dev.type == "cuda" else "gloo")
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        # Leave the group before the interpreter tears down: a process that exits with the group alive (the
+        # ranks of `gaitrec test` other than 0 finish first) can abort in the backend's destructor.
+        atexit.register(_leave_group)
     return DistContext(rank, world_size, local_rank, dev)
+
+
+def _leave_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class _SumOverProcesses(torch.autograd.Function):
