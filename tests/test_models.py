@@ -266,3 +266,24 @@ def test_pyramid_pooling_from_the_finest_strips_equals_each_scale_pooled_directl
             got = HorizontalPoolingPyramid(bin_num)(x.contiguous(memory_format=layout))
             assert got.shape == expected.shape
             torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_max_over_frames_without_gradients_equals_torch_max_in_every_layout():
+    from gaitrec.models.layers import PackSequenceWrapper, max_values
+
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 5, 7, 4, 3, generator=generator)
+    x[:, :, 3] = x[:, :, 1]  # exact ties between frames
+    layouts = [x, x.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3),  # channels-last frames
+               x.transpose(1, 2).contiguous().transpose(1, 2), x[:, :, ::2], x[:1]]
+    for view in layouts:
+        for dim in range(-5, 5):
+            expected = torch.max(view, dim=dim).values
+            got = max_values(view, dim)
+            assert got.shape == expected.shape and torch.equal(got, expected), (view.stride(), dim)
+    pool = PackSequenceWrapper(torch.max)
+    packed = layouts[1][:1]
+    with torch.no_grad():
+        fast = pool(packed, [3, 2, 2])
+    assert torch.equal(fast, pool(packed, [3, 2, 2]))  # with gradients: torch.max itself
+    assert fast.shape == (3, 5, 4, 3)

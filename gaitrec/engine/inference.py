@@ -108,7 +108,7 @@ def load_trained_model(cfg: dict, checkpoint: str | Path, device: torch.device, 
     from ..models import create_model
     from .checkpoint import load_checkpoint, load_model_weights
 
-    model = create_model(cfg["model_cfg"])
+    model = create_model(cfg["model_cfg"], init=not strict)  # a strict load replaces every weight
     load_model_weights(model, load_checkpoint(checkpoint), strict=strict, where=str(checkpoint))
     if prepare:
         return prepare_for_inference(model, device)
@@ -353,11 +353,13 @@ def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Pa
     """Embed the test set, write ``features.npz`` and the report into ``output_dir``; returns the result on
     rank 0 (None on other ranks). The result names the model and ``checkpoint`` (file name) it came from.
     ``tune``: see ``extract_features``."""
-    from ..evaluation.report import write_report
+    from ..evaluation.report import import_drawing_in_background, write_report
 
     output_dir = Path(output_dir)
     if ctx.rank == 0 and not overwrite and (output_dir / "features.npz").exists():
         raise FileExistsError(f"{output_dir} already holds test results; choose another --output or pass --overwrite")
+    if ctx.rank == 0:
+        import_drawing_in_background()
     if test_set is None:
         _, test_set = build_datasets(cfg["data_cfg"], train=False)
     features = extract_features(model, test_set, cfg["evaluator_cfg"], ctx,

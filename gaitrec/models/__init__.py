@@ -17,9 +17,10 @@ from . import baseline, deepgaitv2, gaitgl, gaitpart, gaitset, gln, resnet  # no
 from .layers import BACKBONES, count_parameters  # noqa: F401
 
 
-def create_model(model_cfg: dict) -> nn.Module:
+def create_model(model_cfg: dict, init: bool = True) -> nn.Module:
     """Build the model named by ``model_cfg['model']`` with the remaining keys as its arguments, initialised
-    as OpenGait initialises every model (so that training from scratch starts from the same distribution)."""
+    as OpenGait initialises every model (so that training from scratch starts from the same distribution).
+    ``init=False`` leaves torch's own initialisation, for a model whose every weight is loaded next."""
     cfg = dict(model_cfg)
     name = cfg.pop("model")
     cls = MODELS.get(name)
@@ -27,7 +28,8 @@ def create_model(model_cfg: dict) -> nn.Module:
         model = cls(**cfg)
     except TypeError as err:
         raise ConfigError(f"model_cfg for {name}: {err}") from None
-    init_parameters(model)
+    if init:
+        init_parameters(model)
     return model
 
 

@@ -55,6 +55,22 @@ class SetBlockWrapper(nn.Module):
         return x.reshape(n, s, *x.shape[1:]).transpose(1, 2)
 
 
+def max_values(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``torch.max(x, dim).values`` without the indices, reduced in the order the elements lie in memory.
+
+    Equal to it bit for bit (a maximum does not round). The set and temporal poolings reduce the frames of a
+    ``[n, c, s, h, w]`` view whose memory is ``[n, s, h, w, c]`` (channels-last frames): ``torch.max`` walks
+    that view element by element and computes indices nobody reads, about 20x slower than reducing the
+    memory-ordered view. Without gradients only: the gradient of ``torch.max`` goes to one frame of a tie,
+    as in OpenGait's training, and ``amax`` would share it.
+    """
+    dim = dim % x.dim()
+    order = sorted(range(x.dim()), key=lambda d: (-x.stride(d), -x.shape[d]))  # outermost memory axis first
+    reduced = x.permute(order).amax(order.index(dim))
+    kept = [d for d in order if d != dim]  # the result's axes, in memory order
+    return reduced.permute([kept.index(d) for d in range(x.dim()) if d != dim])
+
+
 class PackSequenceWrapper(nn.Module):
     """Pools over time (``dim``) one sequence at a time when several are packed along that axis.
 
@@ -67,8 +83,10 @@ class PackSequenceWrapper(nn.Module):
         super().__init__()
         self.pooling_func = pooling_func
 
-    def _pool(self, x, **options):
-        out = self.pooling_func(x, **options)
+    def _pool(self, x, dim: int, **options):
+        if self.pooling_func is torch.max and not options and not torch.is_grad_enabled():
+            return max_values(x, dim)
+        out = self.pooling_func(x, dim=dim, **options)
         return out[0] if isinstance(out, (tuple, list)) else out
 
     def forward(self, seqs: torch.Tensor, seq_lengths=None, dim: int = 2, **options) -> torch.Tensor:
