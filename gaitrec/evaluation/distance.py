@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Iterator
 
@@ -71,6 +71,7 @@ class PreparedEmbeddings:
     parts: torch.Tensor  # [P, N, C] float32
     squared_norms: torch.Tensor | None  # [P, N], Euclidean only
     metric: str
+    derived: dict = field(default_factory=dict, repr=False, compare=False)  # other forms, made when first needed
 
     def __len__(self) -> int:
         return self.parts.shape[1]
@@ -146,44 +147,63 @@ def distance_blocks(
     p_sq, g_sq = probe.squared_norms, gallery.squared_norms  # [P, Q], [P, G] or None
     num_probe, num_gallery = p.shape[1], g.shape[1]
     if block_size is None:
-        block_size = max(1, DEFAULT_BLOCK_BYTES // (4 * max(num_gallery, 1)))
+        block_size = _block_rows(num_gallery)
     with _Workers(device) as workers:
         # Working buffers of one tile per worker, allocated once: a fresh allocation per tile costs page faults.
         buffers = torch.empty(workers.count, 2, min(TILE_ROWS, num_probe), min(TILE_COLUMNS, num_gallery),
                               dtype=torch.float32, device=device)
-        for start in range(0, num_probe, block_size):
-            stop = min(start + block_size, num_probe)
-            block = torch.empty(stop - start, num_gallery, dtype=torch.float32, device=device)
-            # Tiles small enough to stay in the CPU's cache across the parts: the per-part arithmetic then
-            # costs little beside the matrix products instead of streaming a [block, gallery] array through
-            # memory five times per part. Every value is computed by the same operations in the same order
-            # as without tiles, so the distances (and every ranking) are bit-identical.
-            tiles = iter([(row, row_stop, column, column_stop)
-                          for row, row_stop in _even_split(start, stop, TILE_ROWS)
-                          for column, column_stop in _even_split(0, num_gallery, TILE_COLUMNS)])
-            claim = threading.Lock()
 
-            def compute(worker: int) -> None:
-                # Each worker takes the next tile when it is free: on a machine shared with other jobs a
-                # fixed share would leave the others waiting for whichever worker was paused longest.
-                while True:
-                    with claim:
-                        tile = next(tiles, None)
-                    if tile is None:
-                        return
-                    row, row_stop, column, column_stop = tile
-                    _tile(p[:, row:row_stop], g[:, column:column_stop], metric,
-                          None if p_sq is None else p_sq[:, row:row_stop],
-                          None if g_sq is None else g_sq[:, column:column_stop], buffers[worker],
-                          out=block[row - start:row_stop - start, column:column_stop])
+        def compute_tile(rows: slice, columns: slice, worker: int, out: torch.Tensor) -> None:
+            _tile(p[:, rows], g[:, columns], metric, None if p_sq is None else p_sq[:, rows],
+                  None if g_sq is None else g_sq[:, columns], buffers[worker], out=out)
 
-            workers.map(compute, range(workers.count))
-            if reduce is None:
-                yield start, block
-            else:
-                # Rows are independent: reducing shares of them gives what reducing the whole block gives.
-                shares = _even_split(0, stop - start, -(-(stop - start) // workers.count))
-                yield start, torch.cat(workers.map(lambda share: reduce(block[share[0]:share[1]]), shares))
+        yield from tiled_blocks(num_probe, num_gallery, block_size, workers, compute_tile, reduce, device)
+
+
+def _block_rows(num_gallery: int) -> int:
+    """Probe rows per block: DEFAULT_BLOCK_BYTES of float32 values."""
+    return max(1, DEFAULT_BLOCK_BYTES // (4 * max(num_gallery, 1)))
+
+
+def tiled_blocks(num_probe: int, num_gallery: int, block_size: int, workers: _Workers, compute_tile: Callable,
+                 reduce: Callable | None, device: torch.device,
+                 first_block: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """Blocks of ``block_size`` probe rows (the first of ``first_block``) by the whole gallery, each filled
+    tile by tile by the workers: ``compute_tile(rows, columns, worker, out)`` writes the [rows, columns]
+    values into ``out``. Yields ``(start, block)``, or ``(start, reduce(rows of block))`` as
+    ``distance_blocks`` describes."""
+    first_block = first_block or block_size
+    for start in [0, *range(first_block, num_probe, block_size)] if num_probe else []:
+        stop = min(start + (first_block if start == 0 else block_size), num_probe)
+        block = torch.empty(stop - start, num_gallery, dtype=torch.float32, device=device)
+        # Tiles small enough to stay in the CPU's cache across the parts: the per-part arithmetic then
+        # costs little beside the matrix products instead of streaming a [block, gallery] array through
+        # memory five times per part. Every value is computed by the same operations in the same order
+        # as without tiles, so the distances (and every ranking) are bit-identical.
+        tiles = iter([(row, row_stop, column, column_stop)
+                      for row, row_stop in _even_split(start, stop, TILE_ROWS)
+                      for column, column_stop in _even_split(0, num_gallery, TILE_COLUMNS)])
+        claim = threading.Lock()
+
+        def compute(worker: int) -> None:
+            # Each worker takes the next tile when it is free: on a machine shared with other jobs a
+            # fixed share would leave the others waiting for whichever worker was paused longest.
+            while True:
+                with claim:
+                    tile = next(tiles, None)
+                if tile is None:
+                    return
+                row, row_stop, column, column_stop = tile
+                compute_tile(slice(row, row_stop), slice(column, column_stop), worker,
+                             block[row - start:row_stop - start, column:column_stop])
+
+        workers.map(compute, range(workers.count))
+        if reduce is None:
+            yield start, block
+        else:
+            # Rows are independent: reducing shares of them gives what reducing the whole block gives.
+            shares = _even_split(0, stop - start, -(-(stop - start) // workers.count))
+            yield start, torch.cat(workers.map(lambda share: reduce(block[share[0]:share[1]]), shares))
 
 
 # Tile of the distance computation: 256 x 512 float32 is 512 kB, a few of which fit the L2 cache (with 256
@@ -262,15 +282,26 @@ def nearest_in_groups(
     metric: str = "euc",
     device: str | torch.device | None = None,
     block_size: int | None = None,
+    screen: bool = True,
 ) -> list[np.ndarray]:
     """For gallery groups ``gallery[bounds[i]:bounds[i + 1]]`` (e.g. one per view), the indices [n_probe, k]
     of each probe's k nearest entries within each group, counted from the group's start.
 
-    One pass over the whole gallery instead of one call per group: fewer, larger matrix products.
+    One pass over the whole gallery instead of one call per group: fewer, larger matrix products. The
+    nearest entry (k = 1, Euclidean, on the CPU) is found through bfloat16 lower bounds confirmed in float32
+    where that pays and keeps every index (``screening``); ``screen=False`` runs the float32 search.
     """
     sizes = np.diff(bounds)
     if len(sizes) == 0 or sizes.min() < k:
         raise DataError(f"every gallery group needs at least {k} entries, got sizes {sizes.tolist()}")
+    device = pick_device(device)
+    if screen and k == 1 and metric == "euc" and device.type == "cpu":
+        from .screening import nearest_in_groups as screened
+
+        probe, gallery = _prepared(probe, metric, device), _prepared(gallery, metric, device)
+        found = screened(probe, gallery, bounds, block_size or _block_rows(len(gallery)))
+        if found is not None:
+            return [found[:, group, None] for group in range(len(sizes))]
 
     def smallest_in_groups(dist: torch.Tensor) -> torch.Tensor:  # [rows, groups, k]
         return torch.stack([_smallest(dist[:, low:high], k) for low, high in zip(bounds[:-1], bounds[1:])], dim=1)
