@@ -296,10 +296,13 @@ def nearest_in_groups(
         raise DataError(f"every gallery group needs at least {k} entries, got sizes {sizes.tolist()}")
     device = pick_device(device)
     if screen and k == 1 and metric == "euc" and device.type == "cpu":
-        from .screening import nearest_in_groups as screened
+        from . import screening
 
-        probe, gallery = _prepared(probe, metric, device), _prepared(gallery, metric, device)
-        found = screened(probe, gallery, bounds, block_size or _block_rows(len(gallery)))
+        if len(gallery) >= screening.FEWEST_GALLERY:
+            probe, gallery = _prepared(probe, metric, device), _prepared(gallery, metric, device)
+            found = screening.nearest_in_groups(probe, gallery, bounds, block_size or _block_rows(len(gallery)))
+        else:
+            found = None
         if found is not None:
             return [found[:, group, None] for group in range(len(sizes))]
 
