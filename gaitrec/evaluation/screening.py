@@ -1,28 +1,34 @@
 """Nearest gallery entries found through a bfloat16 lower bound and confirmed in float32: the same indices as
-the float32 search of ``distance.nearest_in_groups``, bit for bit, in about half its time on a CPU whose
-bfloat16 matrix products are fast (AVX-512 BF16: about 5x float32's).
+the float32 search of ``distance.nearest_in_groups``, bit for bit, in less time on a CPU whose bfloat16
+matrix products are fast (AVX-512 BF16: about 5x float32's) when the gallery is large.
 
-Rounded bfloat16 products cannot rank, but they can bound. For a probe x, a gallery entry y and one part,
-with G float32's x.y and G~ the bfloat16 product (inputs rounded to 8 significant bits, float32 sums, output
-rounded to 8 bits), |G - G~| <= (3 u + u^2 + 2 K 2^-24) sum|x_k y_k| <= 0.0128 |x||y| (u = 2^-8, K <= 4096
-channels). So the float32 formula |x|^2 + |y|^2 - 2 x.y, evaluated with G~ and with |x|^2 lowered by
+Rounded bfloat16 products cannot rank, but they can bound. Distances do not change when probes and gallery
+are moved by the same vector, so both are first centred on the gallery's mean (embeddings lie far from the
+origin and close to each other; the bound is a fraction of their centred norms). For a probe x, a gallery
+entry y (centred) and one part, with G float32's x.y and G~ the bfloat16 product (inputs rounded to 8
+significant bits, float32 sums, output rounded to 8 bits even if not to nearest),
+|G - G~| <= (4 u + u^2 + 2 K 2^-24) sum|x_k y_k| <= 0.0162 |x||y| (u = 2^-8, K <= 4096 channels). So the
+float32 formula |x|^2 + |y|^2 - 2 x.y, evaluated with G~ and with |x|^2 lowered by
 
-    slack = ALPHA |x| max|y| + BETA (|x|^2 + max|y|^2)       (max over the tile's gallery entries)
+    slack = ALPHA |x| max|y| + BETA (|x|^2 + max|y|^2) + (BETA + 2 K 2^-24) (|x0|^2 + max|y0|^2) + TINY
 
-is never above float32's own value, every rounding of both included (ALPHA = 2^-5 > 2 x 0.0128; BETA covers
-float32's roundings, about 2^-21 (|x|^2 + |y|^2), with room). Clamping, square roots and the sum over parts,
-in the same order as float32's, are monotone, so the bound of the mean distance is never above the float32
-distance either.
+(max over the tile's gallery entries; x0, y0 the embeddings before centring, whose squared norms the float32
+search rounds) is never above float32's own value, every rounding of both included: ALPHA = 0.04 > 2 x 0.0162,
+BETA = 2^-18 covers the roundings of the centring and of the bound's own sums (about 2^-20 of the centred
+squared norms), and TINY what flushing subnormal products to zero can lose. Clamping, square roots and the
+sum over parts, in the same order as float32's, are monotone, so the bound of the mean distance is never
+above the float32 distance either.
 
 Then, per probe and gallery group: the entry with the smallest bound gets its float32 distance tau; every
 entry whose bound is <= tau may be the nearest (any other is provably farther than that entry) and gets its
 float32 distance; the nearest of those, first index among equals, is what the float32 search returns.
 
-The float32 distances of the candidates come from ``distance._tile`` on 16 probes by the candidates' columns.
-That a matrix product gives each value the same bits whatever the shape of the product is a property of the
-BLAS (true of MKL for at least 16 rows and 2 columns, not for fewer), checked on this machine at first use
-(``screening_available``) against the tile shape of the float32 search; where it fails, where bfloat16
-products are not faster, for non-finite or extreme values and once confirmations cost too much (a model
+The float32 distances of the candidates come from ``distance._tile`` with the roles turned: the candidates
+of 32 probes as rows (16 or more), those probes as columns. Each value is the same sum of the same products;
+that the BLAS gives it the same bits in that shape as in the search's tiles is a property of the BLAS (true of
+MKL from 16 rows and 2 columns, not for fewer), checked on this machine at first use (``blas_keeps_bits``).
+Where it fails, where bfloat16 products are not at least twice as fast (``bfloat16_pays``), for galleries
+under FEWEST_GALLERY entries, for non-finite or huge values, and once confirming costs too much (embeddings
 whose distances are all alike), the float32 search runs instead.
 """
 from __future__ import annotations
@@ -40,8 +46,8 @@ import torch
 from . import distance
 from .distance import PreparedEmbeddings, _even_split, _tile
 
-ALPHA = 2.0**-5
-BETA = 2.0**-20
+ALPHA = 0.04
+BETA = 2.0**-18
 MAX_CHANNELS = 4096  # the accumulation term of ALPHA's margin holds up to here
 # Values up to 2^40: no bfloat16 product or float32 sum of them overflows. Below 2^-126, bfloat16 products
 # flush values to zero: with such magnitudes and at most 4096 channels that loses less than 2^-71 per part,
