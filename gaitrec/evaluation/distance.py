@@ -171,11 +171,15 @@ def tiled_blocks(num_probe: int, num_gallery: int, block_size: int, workers: _Wo
     """Blocks of ``block_size`` probe rows (the first of ``first_block``) by the whole gallery, each filled
     tile by tile by the workers: ``compute_tile(rows, columns, worker, out)`` writes the [rows, columns]
     values into ``out``. Yields ``(start, block)``, or ``(start, reduce(rows of block))`` as
-    ``distance_blocks`` describes."""
+    ``distance_blocks`` describes; a block's array is reused for the next one."""
     first_block = first_block or block_size
+    # One array for every block (each is used up before the next is asked for): a fresh 256 MiB array per
+    # block costs its pages again.
+    storage = torch.empty(min(max(first_block, block_size), num_probe), num_gallery, dtype=torch.float32,
+                          device=device)
     for start in [0, *range(first_block, num_probe, block_size)] if num_probe else []:
         stop = min(start + (first_block if start == 0 else block_size), num_probe)
-        block = torch.empty(stop - start, num_gallery, dtype=torch.float32, device=device)
+        block = storage[:stop - start]
         # Tiles small enough to stay in the CPU's cache across the parts: the per-part arithmetic then
         # costs little beside the matrix products instead of streaming a [block, gallery] array through
         # memory five times per part. Every value is computed by the same operations in the same order
