@@ -222,11 +222,13 @@ class ForwardPlanChooser:
     The work is not wasted: the trial batches are test batches, embedded with the same result whatever the
     plan. Every candidate runs one batch in turn; those more than ``margin`` slower than the best drop out,
     and the rest run until each has ``trials`` batches, a candidate counting by its best trial, so that a burst
-    of other work on a shared machine does not decide. Candidates: channels-last or not for a model of 2D
+    of other work on a shared machine does not decide. The margin is wide (2x) because the run's first batch
+    also pays the process's warm-up: GaitGL's 4-sequence batches measured 1.17x slower per frame than single
+    sequences on their first batch, and lost, though they are faster once warm. Candidates: channels-last or not for a model of 2D
     convolutions, and, for batches of several sequences, one forward per batch or one per sequence (a large
     batch can be slower per frame on the CPU: its activations no longer fit the caches)."""
 
-    def __init__(self, candidates: list[ForwardPlan], trials: int = 2, margin: float = 1.15):
+    def __init__(self, candidates: list[ForwardPlan], trials: int = 2, margin: float = 2.0):
         self.candidates = list(candidates)
         self.trials = trials
         self.margin = margin
