@@ -222,16 +222,19 @@ class ForwardPlanChooser:
     The work is not wasted: the trial batches are test batches, embedded with the same result whatever the
     plan. Every candidate runs one batch in turn; those more than ``margin`` slower than the best drop out,
     and the rest run until each has ``trials`` batches, a candidate counting by its best trial, so that a burst
-    of other work on a shared machine does not decide. The margin is wide (2x) because the run's first batch
-    also pays the process's warm-up: GaitGL's 4-sequence batches measured 1.17x slower per frame than single
-    sequences on their first batch, and lost, though they are faster once warm. Candidates: channels-last or not for a model of 2D
+    of other work on a shared machine does not decide. The run's first ``warmup`` batches are embedded but not
+    timed: they share the cores with the process's start (the data loader's worker starting, the report's
+    imports) and measured a GaitSet plan 3.6x slower than it is. The margin is wide (2x) for the same
+    reason: GaitGL's 4-sequence batches measured 1.17x slower per frame than single sequences on their first
+    batch, and lost, though they are twice as fast once warm. Candidates: channels-last or not for a model of 2D
     convolutions, and, for batches of several sequences, one forward per batch or one per sequence (a large
     batch can be slower per frame on the CPU: its activations no longer fit the caches)."""
 
-    def __init__(self, candidates: list[ForwardPlan], trials: int = 2, margin: float = 2.0):
+    def __init__(self, candidates: list[ForwardPlan], trials: int = 2, margin: float = 2.0, warmup: int = 1):
         self.candidates = list(candidates)
         self.trials = trials
         self.margin = margin
+        self.warmup = warmup
         self.seconds_per_frame: dict[ForwardPlan, list[float]] = {c: [] for c in self.candidates}
         self.racing = list(self.candidates)
         self.chosen = self.candidates[0] if len(self.candidates) == 1 else None
@@ -245,6 +248,9 @@ class ForwardPlanChooser:
     def record(self, plan: ForwardPlan, seconds: float, frames: int) -> None:
         """Note how long ``plan`` took over ``frames`` frames; chooses once the race is decided."""
         if self.chosen is not None:
+            return
+        if self.warmup > 0:
+            self.warmup -= 1
             return
         self.seconds_per_frame[plan].append(seconds / max(1, frames))
         best = {c: min(self.seconds_per_frame[c], default=float("inf")) for c in self.racing}
