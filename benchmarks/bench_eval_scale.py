@@ -90,9 +90,8 @@ def matmul_limit(features: dict) -> tuple[float, float]:
                         torch.mm(probe[part, rows], gallery[part, columns].T, out=out)
 
                 block_rows = max(1, distance.DEFAULT_BLOCK_BYTES // (4 * num_gallery))
-                with distance._Workers(torch.device("cpu")) as workers:
-                    if variant == "tiles":  # one worker with all the threads
-                        workers = OneWorker()
+                count = 1 if variant == "tiles" else None  # one worker with all the threads
+                with distance._Workers(torch.device("cpu"), count) as workers:
                     for _ in distance.tiled_blocks(probe.shape[1], num_gallery, block_rows, workers, products, None,
                                                    torch.device("cpu")):
                         pass
@@ -106,14 +105,6 @@ def matmul_limit(features: dict) -> tuple[float, float]:
         timings.append(time.perf_counter() - start)
         cpu_timings.append(time.process_time() - cpu_start)
     return min(timings), min(cpu_timings)
-
-
-class OneWorker:
-    """The caller's thread as the only worker, with all of torch's threads."""
-    count = 1
-
-    def map(self, function, items) -> list:
-        return [function(item) for item in items]
 
 
 @contextlib.contextmanager

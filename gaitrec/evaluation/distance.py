@@ -38,10 +38,11 @@ class _Workers:
     """Threads for the distance computation. On the CPU, one per intra-op thread, each running its
     operations with one thread of its own: splitting every small operation across threads instead costs a
     synchronisation per operation, which on a machine shared with other jobs made the evaluation 10-20x
-    slower than its matrix products. Elsewhere the caller's thread alone."""
+    slower than its matrix products. Elsewhere, or with ``count`` 1, the caller's thread alone (with all
+    of torch's threads)."""
 
-    def __init__(self, device: torch.device):
-        self.count = torch.get_num_threads() if device.type == "cpu" else 1
+    def __init__(self, device: torch.device, count: int | None = None):
+        self.count = count or (torch.get_num_threads() if device.type == "cpu" else 1)
         self.pool = ThreadPoolExecutor(self.count) if self.count > 1 else None
 
     def map(self, function: Callable, items) -> list:
@@ -53,6 +54,26 @@ class _Workers:
             return list(self.pool.map(function, items))
         finally:
             torch.set_num_threads(self.count)
+
+    def each(self, items, work: Callable) -> None:
+        """``work(item, worker)`` for every item, each worker taking the next item when it is free: on a machine
+        shared with other jobs a fixed share would leave the others waiting for whichever worker was paused
+        longest."""
+        remaining, claim = iter(items), threading.Lock()
+
+        def run(worker: int) -> None:
+            while True:
+                with claim:
+                    item = next(remaining, None)
+                if item is None:
+                    return
+                work(item, worker)
+
+        self.map(run, range(self.count))
+
+    def row_shares(self, count: int) -> list[tuple[int, int]]:
+        """Rows ``0:count`` in one nearly even share per worker."""
+        return _even_split(0, count, -(-count // self.count))
 
     def __enter__(self) -> "_Workers":
         return self
@@ -184,29 +205,16 @@ def tiled_blocks(num_probe: int, num_gallery: int, block_size: int, workers: _Wo
         # costs little beside the matrix products instead of streaming a [block, gallery] array through
         # memory five times per part. Every value is computed by the same operations in the same order
         # as without tiles, so the distances (and every ranking) are bit-identical.
-        tiles = iter([(row, row_stop, column, column_stop)
-                      for row, row_stop in _even_split(start, stop, TILE_ROWS)
-                      for column, column_stop in _even_split(0, num_gallery, TILE_COLUMNS)])
-        claim = threading.Lock()
-
-        def compute(worker: int) -> None:
-            # Each worker takes the next tile when it is free: on a machine shared with other jobs a
-            # fixed share would leave the others waiting for whichever worker was paused longest.
-            while True:
-                with claim:
-                    tile = next(tiles, None)
-                if tile is None:
-                    return
-                row, row_stop, column, column_stop = tile
-                compute_tile(slice(row, row_stop), slice(column, column_stop), worker,
-                             block[row - start:row_stop - start, column:column_stop])
-
-        workers.map(compute, range(workers.count))
+        tiles = [(slice(row, row_stop), slice(column, column_stop))
+                 for row, row_stop in _even_split(start, stop, TILE_ROWS)
+                 for column, column_stop in _even_split(0, num_gallery, TILE_COLUMNS)]
+        workers.each(tiles, lambda tile, worker: compute_tile(
+            *tile, worker, block[tile[0].start - start:tile[0].stop - start, tile[1]]))
         if reduce is None:
             yield start, block
         else:
             # Rows are independent: reducing shares of them gives what reducing the whole block gives.
-            shares = _even_split(0, stop - start, -(-(stop - start) // workers.count))
+            shares = workers.row_shares(stop - start)
             yield start, torch.cat(workers.map(lambda share: reduce(block[share[0]:share[1]]), shares))
 
 
@@ -299,14 +307,11 @@ def nearest_in_groups(
     if len(sizes) == 0 or sizes.min() < k:
         raise DataError(f"every gallery group needs at least {k} entries, got sizes {sizes.tolist()}")
     device = pick_device(device)
-    if screen and k == 1 and metric == "euc" and device.type == "cpu":
-        from . import screening
+    from . import screening  # imports this module
 
-        if len(gallery) >= screening.FEWEST_GALLERY:
-            probe, gallery = _prepared(probe, metric, device), _prepared(gallery, metric, device)
-            found = screening.nearest_in_groups(probe, gallery, bounds, block_size or _block_rows(len(gallery)))
-        else:
-            found = None
+    if screen and k == 1 and metric == "euc" and device.type == "cpu" and len(gallery) >= screening.FEWEST_GALLERY:
+        probe, gallery = _prepared(probe, metric, device), _prepared(gallery, metric, device)
+        found = screening.nearest_in_groups(probe, gallery, bounds, block_size or _block_rows(len(gallery)))
         if found is not None:
             return [found[:, group, None] for group in range(len(sizes))]
 

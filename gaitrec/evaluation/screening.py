@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import threading
 import time
 from dataclasses import dataclass
 
@@ -203,9 +202,10 @@ def nearest_in_groups(probe: PreparedEmbeddings, gallery: PreparedEmbeddings, bo
                       block_size: int) -> np.ndarray | None:
     """Indices [n_probe, groups] of each probe's nearest entry within each gallery group (from the group's
     start), equal to ``distance.nearest_in_groups(..., k=1)``; None where screening does not apply here (the
-    caller then runs the float32 search). Both sets prepared for the Euclidean metric on the CPU."""
+    caller then runs the float32 search). Both sets prepared for the Euclidean metric on the CPU; the caller
+    keeps galleries under FEWEST_GALLERY entries out, before preparing them."""
     num_probe, num_gallery, channels = probe.parts.shape[1], gallery.parts.shape[1], probe.parts.shape[2]
-    if num_gallery < FEWEST_GALLERY or num_probe < CONFIRM_PROBES or not screening_available(channels):
+    if num_probe < CONFIRM_PROBES or not screening_available(channels):
         return None
     centre, gallery_form = _gallery_form(gallery)
     probe_form = _form(probe, centre) if gallery_form is not None else None
@@ -234,7 +234,7 @@ def nearest_in_groups(probe: PreparedEmbeddings, gallery: PreparedEmbeddings, bo
             bounding += time.perf_counter() - clock
             clock = time.perf_counter()
             count = len(low)
-            shares = _even_split(0, count, -(-count // workers.count))
+            shares = workers.row_shares(count)
 
             def smallest_bounds(share: tuple[int, int]) -> torch.Tensor:
                 block = low[share[0]:share[1]]
@@ -243,8 +243,7 @@ def nearest_in_groups(probe: PreparedEmbeddings, gallery: PreparedEmbeddings, bo
             # Round 1: per group, the entry of smallest bound; its float32 distance tau is at least the nearest's.
             first = torch.cat(workers.map(smallest_bounds, shares))  # [R, groups]
             rows = torch.arange(count)[:, None].expand(count, len(groups)).reshape(-1)
-            tau, work = confirm(rows + start, first.reshape(-1))
-            tau = tau.view(count, len(groups))
+            tau = confirm(rows + start, first.reshape(-1)).view(count, len(groups))
 
             def maybe_nearer(share: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
                 block, found = low[share[0]:share[1]], []
@@ -258,7 +257,7 @@ def nearest_in_groups(probe: PreparedEmbeddings, gallery: PreparedEmbeddings, bo
             # Round 2: every other entry whose bound is <= tau may be nearer; confirmed in float32 too.
             pairs = workers.map(maybe_nearer, shares)
             row_of, column_of = torch.cat([r for r, _ in pairs]), torch.cat([c for _, c in pairs])
-            exact, more_work = confirm(row_of + start, column_of)
+            exact = confirm(row_of + start, column_of)
             row_of, column_of = torch.cat([rows, row_of]), torch.cat([first.reshape(-1), column_of])
             exact = torch.cat([tau.reshape(-1), exact])
             key = row_of * len(groups) + torch.searchsorted(starts, column_of, right=True) - 1
@@ -285,45 +284,37 @@ def _rows(embeddings: PreparedEmbeddings, start: int) -> PreparedEmbeddings:
 class _Confirmer:
     """Float32 distances of (probe, gallery entry) pairs, bit-identical to the float32 search's.
 
-    Computed by ``distance._tile`` with the roles turned: the candidates of a few probes as rows (at least
-    16), those probes as columns (at least 2). Each value is the same sum of the same products, and the
-    BLAS gives it the same bits in that shape as in the search's tiles (``screening_available`` checks).
+    Computed by ``distance._tile`` with the roles turned: the candidates of CONFIRM_PROBES probes as rows (at
+    least CONFIRM_ROWS), those probes as columns. Each value is the same sum of the same products, and the
+    BLAS gives it the same bits in that shape as in the search's tiles (``blas_keeps_bits`` checks).
     """
 
     def __init__(self, p, g, p_sq, g_sq, workers):
         self.p, self.g, self.p_sq, self.g_sq, self.workers = p, g, p_sq, g_sq, workers
         self.buffers = torch.empty(workers.count, 2, distance.TILE_COLUMNS, CONFIRM_PROBES)
 
-    def __call__(self, probe_rows: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """Distances of the pairs (probe_rows[i], columns[i]), and how many gallery rows were computed."""
+    def __call__(self, probe_rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """Distances of the pairs (probe_rows[i], columns[i])."""
         num_probe = self.p.shape[1]
         values = torch.empty(len(probe_rows))
         batches = torch.div(probe_rows, CONFIRM_PROBES, rounding_mode="floor")
         order = torch.argsort(batches, stable=True)
         batch_ids, counts = torch.unique_consecutive(batches[order], return_counts=True)
-        jobs = iter(zip(batch_ids.tolist(), torch.split(order, counts.tolist())))
-        claim = threading.Lock()
 
-        def confirm(worker: int) -> int:
-            done = 0
-            while True:
-                with claim:
-                    job = next(jobs, None)
-                if job is None:
-                    return done
-                batch, pairs = job
-                first = min(batch * CONFIRM_PROBES, num_probe - CONFIRM_PROBES)
-                probes = slice(first, first + CONFIRM_PROBES)
-                wanted = torch.unique(columns[pairs])  # sorted
-                if len(wanted) < CONFIRM_ROWS:  # fewer rows take another way through the BLAS: pad
-                    wanted = torch.unique(torch.cat([wanted, torch.arange(CONFIRM_ROWS)]))
-                found = torch.empty(len(wanted), CONFIRM_PROBES)
-                for low, high in _even_split(0, len(wanted), distance.TILE_COLUMNS):  # pieces of 16 or more
-                    picked = wanted[low:high]
-                    # index_select copies whole rows (advanced indexing gathers value by value: 3.6x slower)
-                    _tile(self.g.index_select(1, picked), self.p[:, probes], "euc", self.g_sq.index_select(1, picked),
-                          self.p_sq[:, probes], self.buffers[worker], out=found[low:high])
-                values[pairs] = found[torch.searchsorted(wanted, columns[pairs]), probe_rows[pairs] - first]
-                done += len(wanted)
+        def confirm(job: tuple[int, torch.Tensor], worker: int) -> None:
+            batch, pairs = job
+            first = min(batch * CONFIRM_PROBES, num_probe - CONFIRM_PROBES)
+            probes = slice(first, first + CONFIRM_PROBES)
+            wanted = torch.unique(columns[pairs])  # sorted
+            if len(wanted) < CONFIRM_ROWS:  # fewer rows take another way through the BLAS: pad
+                wanted = torch.unique(torch.cat([wanted, torch.arange(CONFIRM_ROWS)]))
+            found = torch.empty(len(wanted), CONFIRM_PROBES)
+            for low, high in _even_split(0, len(wanted), distance.TILE_COLUMNS):  # pieces of 16 or more
+                picked = wanted[low:high]
+                # index_select copies whole rows (advanced indexing gathers value by value: 3.6x slower)
+                _tile(self.g.index_select(1, picked), self.p[:, probes], "euc", self.g_sq.index_select(1, picked),
+                      self.p_sq[:, probes], self.buffers[worker], out=found[low:high])
+            values[pairs] = found[torch.searchsorted(wanted, columns[pairs]), probe_rows[pairs] - first]
 
-        return values, sum(self.workers.map(confirm, range(self.workers.count)))
+        self.workers.each(zip(batch_ids.tolist(), torch.split(order, counts.tolist())), confirm)
+        return values
