@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gaitrec.evaluation import distance, screening
+from gaitrec.evaluation import screening
 from gaitrec.evaluation.distance import PreparedEmbeddings, _tile, nearest_in_groups, prepare_embeddings
 from gaitrec.evaluation.protocols import evaluate
 

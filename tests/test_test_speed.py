@@ -15,8 +15,7 @@ from gaitrec.data.dataset import GaitDataset
 from gaitrec.data.layout import PklSource
 from gaitrec.data.sampler import InferenceSampler, SequenceCollator
 from gaitrec.engine.inference import (ForwardPlan, ForwardPlanChooser, fold_batch_norms, forward_plans,
-                                      channels_last_applies, prepare_for_inference, reuse_freed_memory,
-                                      single_sequences)
+                                      channels_last_applies, prepare_for_inference, single_sequences)
 from test_models import HEIGHT, WIDTH, make, silhouettes
 from test_prepare import with_trained_statistics
 
