@@ -89,13 +89,14 @@ def lower_bound_and_exact(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, t
     _tile(px.parts, py.parts, "euc", px.squared_norms, py.squared_norms, torch.empty(2, a, b), out=exact)
     centre = py.parts.mean(dim=1)
     bound = torch.empty(a, b)
-    screening._lower_bound_tile(screening._form(px, centre), screening._form(py, centre), slice(None), slice(None),
+    screening._lower_bound_tile(screening._form(px, centre, "probe"), screening._form(py, centre, "gallery"),
+                                slice(None), slice(None),
                                 torch.empty(a * b), torch.empty(a * b, dtype=torch.bfloat16), bound)
     return bound, exact
 
 
 @pytest.mark.parametrize("case", ["near duplicates", "far from the origin", "parts of unequal scale", "tiny values",
-                                  "large values", "sparse"])
+                                  "large values", "sparse", "bfloat16 roundings that add up"])
 def test_lower_bound_never_exceeds_the_float32_distance(case):
     rng = np.random.default_rng(7)
     y = rng.standard_normal((96, 64, 4)).astype(np.float32)
@@ -113,6 +114,11 @@ def test_lower_bound_never_exceeds_the_float32_distance(case):
     elif case == "large values":
         y = y * np.float32(2.0**36)
         x = -y[:48]
+    elif case == "bfloat16 roundings that add up":
+        # Every value just below the midpoint between two bfloat16 values, all rounded down: the product's
+        # error is close to the worst case that ALPHA covers (the gallery's mean is exactly 0).
+        y = np.where(np.arange(96)[:, None, None] % 2, 1.0039, -1.0039) * np.ones((96, 64, 4))
+        x = 1.1054 / 1.0039 * y[:48]
     else:
         y[np.abs(y) < 1.5] = 0
         x = np.where(rng.random(y[:48].shape) < 0.5, y[:48], 0).astype(np.float32)
@@ -160,3 +166,15 @@ def test_the_blas_check_compares_the_shapes_the_screening_uses(monkeypatch):
     assert not screening.screening_available(screening.MAX_CHANNELS + 1)
     probe = PreparedEmbeddings(torch.zeros(1, 4, 8), torch.zeros(1, 4), "euc")
     assert screening.nearest_in_groups(probe, probe, [0, 4], 64) is None  # too few probes to confirm in
+
+
+def test_lowered_norms_are_split_exactly_and_rounded_down():
+    rng = np.random.default_rng(3)
+    exact = torch.tensor(rng.standard_normal(4000) * 2.0 ** rng.integers(-100, 90, 4000), dtype=torch.float64)
+    rounded = screening._rounded_down(exact)
+    assert rounded.dtype == torch.float32 and bool((rounded.double() <= exact).all())
+    assert bool((exact - rounded.double() < exact.abs() * 2.0**-23).all())  # within one float32 step
+    pieces = screening._three_pieces(rounded)
+    assert pieces.dtype == torch.bfloat16
+    total = pieces.double().sum(dim=-1)
+    assert torch.equal(total, rounded.double())

@@ -43,7 +43,10 @@ class _Workers:
 
     def __init__(self, device: torch.device, count: int | None = None):
         self.count = count or (torch.get_num_threads() if device.type == "cpu" else 1)
-        self.pool = ThreadPoolExecutor(self.count) if self.count > 1 else None
+        # Each worker thread sets its own thread count: a new thread's OpenMP count is the process's initial
+        # one, so the BLAS would otherwise run every worker's products on all cores (oversubscribed).
+        self.pool = ThreadPoolExecutor(self.count, initializer=torch.set_num_threads, initargs=(1,)) \
+            if self.count > 1 else None
 
     def map(self, function: Callable, items) -> list:
         """``function`` over ``items``, each item taken by the next free worker."""

@@ -1,23 +1,38 @@
 """Nearest gallery entries found through a bfloat16 lower bound and confirmed in float32: the same indices as
 the float32 search of ``distance.nearest_in_groups``, bit for bit, in less time on a CPU whose bfloat16
-matrix products are fast (AVX-512 BF16: about 5x float32's) when the gallery is large.
+matrix products are fast (AVX-512 BF16 or AMX: about 5x float32's) when the gallery is large.
 
 Rounded bfloat16 products cannot rank, but they can bound. Distances do not change when probes and gallery
 are moved by the same vector, so both are first centred on the gallery's mean (embeddings lie far from the
-origin and close to each other; the bound is a fraction of their centred norms). For a probe x, a gallery
-entry y (centred) and one part, with G float32's x.y and G~ the bfloat16 product (inputs rounded to 8
-significant bits, float32 sums, output rounded to 8 bits even if not to nearest),
-|G - G~| <= (4 u + u^2 + 2 K 2^-24) sum|x_k y_k| <= 0.0162 |x||y| (u = 2^-8, K <= 4096 channels). So the
-float32 formula |x|^2 + |y|^2 - 2 x.y, evaluated with G~ and with |x|^2 lowered by
+origin and close to each other; the bound's margins are fractions of their centred norms).
 
-    slack = ALPHA |x| max|y| + BETA (|x|^2 + max|y|^2) + (BETA + 2 K 2^-24) (|x0|^2 + max|y0|^2) + TINY
+One bfloat16 matrix product per part gives the whole lowered squared distance, with no pass over the tile
+for the norms: a probe part x (centred) becomes the row [-2x, Lx, 1, -A x] and a gallery part y the row
+[y, 1, Ly, |y|], where Lx and Ly are lowered squared norms, each split exactly into three bfloat16 values
+(hence the 1s three times), and A x stands for ALPHA |x|. Their product is
 
-(max over the tile's gallery entries; x0, y0 the embeddings before centring, whose squared norms the float32
-search rounds) is never above float32's own value, every rounding of both included: ALPHA = 0.04 > 2 x 0.0162,
-BETA = 2^-18 covers the roundings of the centring and of the bound's own sums (about 2^-20 of the centred
-squared norms), and TINY what flushing subnormal products to zero can lose. Clamping, square roots and the
-sum over parts, in the same order as float32's, are monotone, so the bound of the mean distance is never
-above the float32 distance either.
+    w = |x|^2 + |y|^2 - 2 x~.y~ - ALPHA |x||y| - (the lowerings of Lx and Ly),
+
+x~ and y~ the inputs rounded to 8 significant bits (relative error u = 2^-8 each), the sums in float32 over
+K' terms (K channels and EXTRA more). |2 x.y - 2 x~.y~| <= 2 (2u + u^2) sum|x_k y_k| <= 0.0157 |x||y|, and
+ALPHA = 0.018 covers that after ALPHA |x| and |y| are themselves rounded to bfloat16 (0.018 (1 - u)^2 >
+0.0158). The lowerings of Lx (and likewise Ly) are
+
+    (BETA + ACCUMULATED) |x|^2 + BETA_PLAIN (1 + ACCUMULATED) |x0|^2 (+ TINY, probe side only)
+
+with x0 the part before centring, whose squared norm the float32 search rounds: BETA = 2^-18 covers the
+roundings of the centring and of the bound's own squared norms (about 2^-20 of them), BETA_PLAIN = BETA +
+2 K 2^-24 the float32 search's rounding of |x0|^2 + |y0|^2 - 2 x0.y0, ACCUMULATED = 3 K' 2^-24 the float32
+accumulation of the product's K' terms (their magnitudes add up to at most 2.03 (|x|^2 + |y|^2) + BETA_PLAIN
+(|x0|^2 + |y0|^2) + TINY), and TINY what flushing subnormal values to zero can lose. Lx is rounded down to float32 before it is split, so w
+is never above float32's own |x0|^2 + |y0|^2 - 2 x0.y0 for that part.
+
+The product's output is rounded to bfloat16 (faithfully: up by less than 2^-7 w), its square root again (to
+nearest: 2^-8), and the parts are summed in float32; a negative w gives a NaN square root and the pair the
+bound 0. So the sum over parts is at most (1 + 2^-8)^2 (1 + 2^-20) times the sum of the square roots of the
+w, which is at most the float32 search's sum over parts (its own roundings, 2^-19 at most, included):
+multiplied by SHRINK / parts, SHRINK = 0.991 < 1 / (1.0079 (1 + 2^-19)), the bound of the mean distance is
+never above the float32 distance.
 
 Then, per probe and gallery group: the entry with the smallest bound gets its float32 distance tau; every
 entry whose bound is <= tau may be the nearest (any other is provably farther than that entry) and gets its
@@ -45,12 +60,14 @@ import torch
 from . import distance
 from .distance import PreparedEmbeddings, _even_split, _tile
 
-ALPHA = 0.04
+ALPHA = 0.018
 BETA = 2.0**-18
-MAX_CHANNELS = 4096  # the accumulation term of ALPHA's margin holds up to here
+SHRINK = 0.991
+EXTRA = 7  # columns after the channels: three pieces of a lowered norm, three 1s and the ALPHA term
+MAX_CHANNELS = 4096  # the accumulation terms of the margins hold up to here
 # Values up to 2^40: no bfloat16 product or float32 sum of them overflows. Below 2^-126, bfloat16 products
 # flush values to zero: with such magnitudes and at most 4096 channels that loses less than 2^-71 per part,
-# which the absolute term of the slack, TINY, covers.
+# which the absolute term of the lowering, TINY, covers.
 LARGEST, TINY = 2.0**40, 2.0**-70
 # A float32 confirmation computes at least 16 gallery rows by 32 probes: with fewer rows, or one column, the
 # BLAS computes a product another way and its bits can differ.
@@ -60,10 +77,11 @@ CONFIRM_ROWS, CONFIRM_PROBES = 16, 32
 # faster at 28,000).
 FEWEST_GALLERY = 16384
 # Probes of the first block. If confirming their candidates took more than MOST_CONFIRMING of the time their
-# bounds took, the float32 search does the rest: its tiles take about 1.4x the bounds' on 2 cores, so that
-# screening would save nothing.
+# bounds took, the float32 search does the rest: it takes about 2.5x the bounds' time (2 cores, a gallery
+# of 34,000), so screening saves time while confirming costs less than 1.5x the bounds; 1.0 leaves room for
+# what else the first block costs.
 TRIAL_PROBES = 256
-MOST_CONFIRMING = 0.4
+MOST_CONFIRMING = 1.0
 
 
 def screening_available(channels: int) -> bool:
@@ -74,13 +92,14 @@ def screening_available(channels: int) -> bool:
 
 @functools.cache
 def bfloat16_pays(channels: int) -> bool:
-    """Whether a bfloat16 product of a tile's shape takes at most half the float32 one's time here (on a CPU
-    with AVX-512 BF16 from 128 channels up; never without it)."""
+    """Whether a bfloat16 product of a tile's shape (the bound's rows) takes at most half the float32 one's
+    time here (on a CPU with AVX-512 BF16 from 128 channels up; never without it)."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(distance.TILE_ROWS, channels, generator=generator)
-    y = torch.randn(distance.TILE_COLUMNS, channels, generator=generator)
+    x = torch.randn(distance.TILE_ROWS, _width(channels), generator=generator)
+    y = torch.randn(distance.TILE_COLUMNS, _width(channels), generator=generator)
     with _one_thread():
-        return _seconds(torch.mm, x.bfloat16(), y.bfloat16()) * 2 <= _seconds(torch.mm, x, y)
+        bfloat16 = _seconds(torch.mm, x.bfloat16(), y.bfloat16())
+        return bfloat16 * 2 <= _seconds(torch.mm, x[:, :channels].contiguous(), y[:, :channels].contiguous())
 
 
 @functools.cache
@@ -109,8 +128,8 @@ def blas_keeps_bits(channels: int) -> bool:
                 return False
         bound = torch.empty(rows, columns)
         centre = y.mean(dim=1)
-        x_form = _form(PreparedEmbeddings(x, x_sq, "euc"), centre)
-        y_form = _form(PreparedEmbeddings(y, y_sq, "euc"), centre)
+        x_form = _form(PreparedEmbeddings(x, x_sq, "euc"), centre, "probe")
+        y_form = _form(PreparedEmbeddings(y, y_sq, "euc"), centre, "gallery")
         _lower_bound_tile(x_form, y_form, slice(None), slice(None), buffers[0].view(-1),
                           torch.empty(rows * columns, dtype=torch.bfloat16), bound)
         return bool((bound <= full).all())
@@ -136,66 +155,88 @@ def _seconds(function, x: torch.Tensor, y: torch.Tensor) -> float:
     return best
 
 
-@dataclass(frozen=True)
-class _Form:
-    """Embeddings as the bound reads them: parts minus the gallery's mean, in bfloat16, with the float32
-    squared norms and norms of the centred parts, and the squared norms of the parts themselves."""
-
-    low: torch.Tensor  # [P, N, C] bfloat16
-    squared_norms: torch.Tensor  # [P, N] of the centred parts
-    norms: torch.Tensor  # [P, N] of the centred parts
-    plain_squared_norms: torch.Tensor  # [P, N] of the parts as the float32 search reads them
+def _width(channels: int) -> int:
+    """Columns of a bound's rows: the channels and EXTRA more, rounded up to a multiple of 16 (bfloat16
+    products run at full speed on such widths)."""
+    return -(-(channels + EXTRA) // 16) * 16
 
 
-def _form(embeddings: PreparedEmbeddings, centre: torch.Tensor) -> _Form | None:
-    """``embeddings`` centred on ``centre`` [P, C] and made ready for ``_lower_bound_tile``; None unless
-    every value is finite and of magnitude at most 2^40, the range the bound holds for.
-    Distances do not change with the centre, but the bound is a fraction of the centred norms: around their
-    mean, embeddings are far shorter than their distance to the origin."""
-    parts = embeddings.parts
-    low = torch.empty(parts.shape, dtype=torch.bfloat16)
-    squared_norms = torch.empty(parts.shape[:2])
+def _form(embeddings: PreparedEmbeddings, centre: torch.Tensor, side: str) -> torch.Tensor | None:
+    """``embeddings`` centred on ``centre`` [P, C] as the rows [P, N, _width(C)] bfloat16 of the bound's
+    products (the module's docstring): [-2x, Lx, 1, -A x] for the "probe" side, [y, 1, Ly, |y|] for the
+    "gallery" side. None unless every value is finite and of magnitude at most 2^40, the range the bound
+    holds for. Distances do not change with the centre, but the bound's margins are fractions of the centred
+    norms: around their mean, embeddings are far shorter than their distance to the origin."""
+    parts, plain_squared_norms = embeddings.parts, embeddings.squared_norms
+    channels = parts.shape[2]
+    accumulated = 3 * _width(channels) * 2.0**-24
+    beta_plain = BETA + 2 * channels * 2.0**-24
+    rows = torch.zeros(*parts.shape[:2], _width(channels), dtype=torch.bfloat16)
+    norm_columns, one_columns = (slice(channels, channels + 3), slice(channels + 3, channels + 6)) \
+        if side == "probe" else (slice(channels + 3, channels + 6), slice(channels, channels + 3))
     for start in range(0, parts.shape[1], 4096):  # in pieces: no float32 copy of a whole gallery
-        piece = parts[:, start:start + 4096]
+        piece, out = parts[:, start:start + 4096], rows[:, start:start + 4096]
         smallest, largest = (float(v) for v in torch.aminmax(piece))  # NaN shows in both
         if not (math.isfinite(smallest) and math.isfinite(largest) and max(-smallest, largest) <= LARGEST):
             return None
         centred = piece - centre[:, None]
-        squared_norms[:, start:start + 4096] = (centred * centred).sum(dim=2)
-        low[:, start:start + 4096] = centred
-    return _Form(low, squared_norms, squared_norms.sqrt(), embeddings.squared_norms)
+        squared_norms = (centred * centred).sum(dim=2)
+        lowered = squared_norms.double() * (1 - BETA - accumulated) \
+            - beta_plain * (1 + accumulated) * plain_squared_norms[:, start:start + 4096].double()
+        if side == "probe":
+            lowered -= TINY
+            out[..., :channels] = centred.bfloat16().mul_(-2)  # doubling is exact
+            out[..., channels + 6] = (ALPHA * squared_norms.sqrt()).bfloat16().neg_()
+        else:
+            out[..., :channels] = centred
+            out[..., channels + 6] = squared_norms.sqrt()
+        out[..., norm_columns] = _three_pieces(_rounded_down(lowered))
+        out[..., one_columns] = 1
+    return rows
 
 
-def _gallery_form(gallery: PreparedEmbeddings) -> tuple[torch.Tensor, _Form | None]:
-    """The gallery's mean parts and its form, made once per prepared gallery (it serves every probe set)."""
+def _rounded_down(values: torch.Tensor) -> torch.Tensor:
+    """float64 ``values`` as the largest float32 values not above them."""
+    nearest = values.float()
+    return torch.where(nearest.double() > values, torch.nextafter(nearest, torch.tensor(-math.inf)), nearest)
+
+
+def _three_pieces(values: torch.Tensor) -> torch.Tensor:
+    """float32 ``values`` [...] as three bfloat16 values [..., 3] whose sum is exactly the value: each piece
+    rounds (to nearest) what the pieces before it left, 8 of the 24 significant bits at a time."""
+    high = values.bfloat16()
+    rest = values - high.float()  # exact: high is within a factor of 2 of values
+    middle = rest.bfloat16()
+    low = (rest - middle.float()).bfloat16()  # what is left has at most 8 significant bits: exact
+    return torch.stack([high, middle, low], dim=-1)
+
+
+def _gallery_form(gallery: PreparedEmbeddings) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The gallery's mean parts and its bound rows, made once per prepared gallery (they serve every probe
+    set)."""
     if "screening" not in gallery.derived:
         centre = gallery.parts.mean(dim=1)
-        gallery.derived["screening"] = centre, _form(gallery, centre)
+        gallery.derived["screening"] = centre, _form(gallery, centre, "gallery")
     return gallery.derived["screening"]
 
 
-def _lower_bound_tile(x: _Form, y: _Form, rows: slice, columns: slice, squared: torch.Tensor,
+def _lower_bound_tile(x: torch.Tensor, y: torch.Tensor, rows: slice, columns: slice, total: torch.Tensor,
                       product: torch.Tensor, out: torch.Tensor) -> None:
     """Write into ``out`` lower bounds of ``distance._tile``'s Euclidean distances between probes ``rows``
-    of ``x`` and gallery entries ``columns`` of ``y`` (see the module's docstring); ``squared`` (float32) and
-    ``product`` (bfloat16) are flat working arrays of at least rows x columns values."""
-    x_low, y_low = x.low[:, rows], y.low[:, columns]
-    num_parts, a, b = x_low.shape[0], x_low.shape[1], y_low.shape[1]
-    squared, product = squared[:a * b].view(a, b), product[:a * b].view(a, b)
-    y_sq = y.squared_norms[:, columns]
-    # The float32 search's own rounding, of its uncentred squared norms (its sums of K products included)
-    beta_plain = BETA + 2 * x_low.shape[2] * 2.0**-24
-    slack = ALPHA * x.norms[:, rows] * y.norms[:, columns].amax(dim=1, keepdim=True) \
-        + BETA * (x.squared_norms[:, rows] + y_sq.amax(dim=1, keepdim=True)) \
-        + beta_plain * (x.plain_squared_norms[:, rows] + y.plain_squared_norms[:, columns].amax(dim=1, keepdim=True)) \
-        + TINY
-    lowered = x.squared_norms[:, rows] - slack  # [P, a]
-    out.zero_()
+    of the probe rows ``x`` and gallery entries ``columns`` of the gallery rows ``y`` (``_form``; the module's
+    docstring has the proof); ``total`` (float32) and ``product`` (bfloat16) are flat working arrays of at
+    least rows x columns values."""
+    x_rows, y_rows = x[:, rows], y[:, columns]
+    num_parts, a, b = x_rows.shape[0], x_rows.shape[1], y_rows.shape[1]
+    total, product = total[:a * b].view(a, b), product[:a * b].view(a, b)
     for part in range(num_parts):
-        torch.mm(x_low[part], y_low[part].T, out=product)
-        torch.add(lowered[part][:, None], y_sq[part][None, :], out=squared)
-        out += squared.sub_(product, alpha=2).clamp_(min=0).sqrt_()
-    out.div_(num_parts)
+        torch.mm(x_rows[part], y_rows[part].T, out=product)  # the lowered squared distances
+        if part == 0:
+            total.copy_(product.sqrt_())
+        else:
+            total += product.sqrt_()
+    # A NaN is the square root of a negative lowered distance: that pair's bound is 0.
+    torch.mul(total.nan_to_num_(nan=0.0), SHRINK / num_parts, out=out)
 
 
 def nearest_in_groups(probe: PreparedEmbeddings, gallery: PreparedEmbeddings, bounds: list[int],
@@ -208,7 +249,7 @@ def nearest_in_groups(probe: PreparedEmbeddings, gallery: PreparedEmbeddings, bo
     if num_probe < CONFIRM_PROBES or not screening_available(channels):
         return None
     centre, gallery_form = _gallery_form(gallery)
-    probe_form = _form(probe, centre) if gallery_form is not None else None
+    probe_form = _form(probe, centre, "probe") if gallery_form is not None else None
     if probe_form is None:
         return None
     p, g = probe.parts, gallery.parts
@@ -217,12 +258,12 @@ def nearest_in_groups(probe: PreparedEmbeddings, gallery: PreparedEmbeddings, bo
     out = np.empty((num_probe, len(groups)), dtype=np.int64)
     with distance._Workers(p.device) as workers:
         tile_rows, tile_columns = min(distance.TILE_ROWS, num_probe), min(distance.TILE_COLUMNS, num_gallery)
-        squared = torch.empty(workers.count, tile_rows * tile_columns)
+        totals = torch.empty(workers.count, tile_rows * tile_columns)
         products = torch.empty(workers.count, tile_rows * tile_columns, dtype=torch.bfloat16)
         confirm = _Confirmer(p, g, p_sq, g_sq, workers)
 
         def compute_tile(rows: slice, columns: slice, worker: int, block_out: torch.Tensor) -> None:
-            _lower_bound_tile(probe_form, gallery_form, rows, columns, squared[worker], products[worker], block_out)
+            _lower_bound_tile(probe_form, gallery_form, rows, columns, totals[worker], products[worker], block_out)
 
         # A first block of a few hundred probes tells whether the bounds separate these embeddings.
         blocks = distance.tiled_blocks(num_probe, num_gallery, block_size, workers, compute_tile, None, p.device,
