@@ -669,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_unpack)
 
-    from .video import ExtractOptions
+    from .video.options import ExtractOptions
 
     defaults = ExtractOptions()
     p = sub.add_parser("extract", help="people in a video -> tracked, pretreated silhouette sequences",

@@ -287,3 +287,24 @@ def test_max_over_frames_without_gradients_equals_torch_max_in_every_layout():
         fast = pool(packed, [3, 2, 2])
     assert torch.equal(fast, pool(packed, [3, 2, 2]))  # with gradients: torch.max itself
     assert fast.shape == (3, 5, 4, 3)
+
+
+def test_focal_convolution_as_one_batch_equals_each_strip_convolved_alone():
+    from gaitrec.models.layers import FocalConv2d
+
+    torch.manual_seed(0)
+    for halving, height in [(1, 8), (2, 16), (3, 16), (2, 10)]:  # 10 rows, 4 strips: pieces of 2 rows
+        focal = FocalConv2d(3, 5, 3, halving=halving, padding=1)
+        x = torch.randn(2, 3, height, 7, requires_grad=True)
+        strip = height // 2**halving
+        expected = torch.cat([focal.conv(part) for part in x.split(strip, 2)], 2)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            got = focal(x.contiguous(memory_format=layout))
+            assert got.shape == expected.shape
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+            if layout == torch.channels_last:  # no copy, and the same bits as strip by strip
+                pieces = x.contiguous(memory_format=layout).split(strip, 2)
+                assert torch.equal(got, torch.cat([focal.conv(part) for part in pieces], 2))
+        weight_grad, = torch.autograd.grad(expected.square().sum(), focal.conv.weight)
+        torch.testing.assert_close(torch.autograd.grad(focal(x).square().sum(), focal.conv.weight)[0], weight_grad,
+                                   rtol=1e-5, atol=1e-5)

@@ -194,3 +194,11 @@ def test_loading_a_config_to_test_builds_no_optimizer():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.stdout.split()[-1] == "False"
+
+
+def test_the_command_line_imports_opencv_only_for_commands_that_read_video():
+    probe = ("import sys; from gaitrec.cli import build_parser; build_parser(); print('cv2' in sys.modules); "
+             "from gaitrec.video import ExtractOptions, extract_video; print('cv2' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.split() == ["False", "True"]

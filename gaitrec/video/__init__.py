@@ -5,10 +5,20 @@ nothing is downloaded.
     from gaitrec.video import ExtractOptions, extract_video
     extract_video("street.mp4", "tracks/", ExtractOptions(min_height=60), preview="tracks.png")
 """
-from .extract import ExtractOptions, contact_sheet, draw_tracks, extract_tracks, extract_video, iter_tracking, track_colour
-from .segment import Detection, Segmenter
-from .source import FrameSource, open_source, write_video
-from .track import Track, Tracker
+import importlib
 
-__all__ = ["ExtractOptions", "extract_tracks", "iter_tracking", "extract_video", "draw_tracks", "contact_sheet",
-           "track_colour", "Detection", "Segmenter", "FrameSource", "open_source", "write_video", "Track", "Tracker"]
+# Each public name and the module it lives in, imported on first use: the command line reads ExtractOptions
+# (from .options) without paying for OpenCV.
+_HOMES = {
+    "ExtractOptions": "options", "extract_tracks": "extract", "iter_tracking": "extract", "extract_video": "extract",
+    "draw_tracks": "extract", "contact_sheet": "extract", "track_colour": "extract", "Detection": "segment",
+    "Segmenter": "segment", "FrameSource": "source", "open_source": "source", "write_video": "source",
+    "Track": "track", "Tracker": "track",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
