@@ -120,7 +120,7 @@ class HorizontalPoolingPyramid(nn.Module):
             features = []
             for bins in self.bin_num:
                 z = x.reshape(n, c, bins, -1)
-                features.append(z.mean(-1) + z.amax(-1))
+                features.append(reduce_in_memory_order(z, -1, torch.mean) + reduce_in_memory_order(z, -1, torch.amax))
             return torch.cat(features, -1)
         # Every coarser strip is a union of finest strips: one pass over the map gives the finest sums and
         # maxima, and the coarser ones follow from those (the map is read twice instead of twice per scale).
