@@ -392,11 +392,21 @@ def test_heatmap_blanks_the_excluded_diagonal_and_names_model_checkpoint_and_met
                               checkpoint="GaitSet-40000.pt")
     title = report.report_title(result)
     assert title == "GaitSet GaitSet-40000.pt | casia-b (metric cos)"
-    figure = report.heatmap_figure("NM", ["000", "090", "180"], np.full((3, 3), 50.0), title)
-    axes = figure.axes[0]
-    assert axes.images[0].get_array().mask.tolist() == np.eye(3, dtype=bool).tolist()
-    assert len(axes.texts) == 6  # numbers on the six cross-view cells only
-    assert "GaitSet-40000.pt" in axes.get_title() and "metric cos" in axes.get_title()
+    accuracy = np.array([[50.0, 10.0, 90.0], [20.0, 50.0, 30.0], [40.0, 60.0, 50.0]])
+    canvas = report.heatmap_image("NM", ["000", "090", "180"], accuracy, title)
+    numbers = [t for t in canvas.texts if t.isdigit() and t not in ("000", "090", "180")]
+    # numbers on the six cross-view cells only (the colour bar's ticks are 0, 20, ..., 100)
+    assert sorted(numbers) == sorted(["10", "90", "20", "30", "40", "60"] + [str(v) for v in range(0, 101, 20)])
+    assert title in canvas.texts and "NM rank-1 (%)" in canvas.texts
+    # The diagonal's three 40 x 40 cells grey with nothing on them; lower accuracy drawn darker (viridis).
+    image = canvas.image
+    assert np.all(image == 211, axis=2).sum() >= 3 * 40 * 40
+    low, high = (report.heatmap_image("NM", ["000", "090", "180"], np.full((3, 3), v), "").image for v in (10.0, 90.0))
+    assert low.mean() < high.mean()
+    png = report.heatmap_png("NM", ["000", "090", "180"], accuracy, title)
+    import cv2
+
+    assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape == image.shape
 
 
 def test_mean_silhouette_template_by_hand():

@@ -361,13 +361,11 @@ def run_test(cfg: dict, model: torch.nn.Module, ctx: DistContext, output_dir: Pa
     """Embed the test set, write ``features.npz`` and the report into ``output_dir``; returns the result on
     rank 0 (None on other ranks). The result names the model and ``checkpoint`` (file name) it came from.
     ``tune``: see ``extract_features``."""
-    from ..evaluation.report import import_drawing_in_background, write_report
+    from ..evaluation.report import write_report
 
     output_dir = Path(output_dir)
     if ctx.rank == 0 and not overwrite and (output_dir / "features.npz").exists():
         raise FileExistsError(f"{output_dir} already holds test results; choose another --output or pass --overwrite")
-    if ctx.rank == 0:
-        import_drawing_in_background()
     if test_set is None:
         _, test_set = build_datasets(cfg["data_cfg"], train=False)
     features = extract_features(model, test_set, cfg["evaluator_cfg"], ctx,
