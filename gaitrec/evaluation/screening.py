@@ -73,8 +73,8 @@ LARGEST, TINY = 2.0**40, 2.0**-70
 # BLAS computes a product another way and its bits can differ.
 CONFIRM_ROWS, CONFIRM_PROBES = 16, 32
 # Galleries from this size: below it the float32 confirmations of each probe's candidates (at least one per
-# gallery group) cost more than the bounds save (measured on 2 cores: 1.3x slower at 10,000 entries, 1.2x
-# faster at 28,000).
+# gallery group) cost more than the bounds save (OU-MVLP's protocol on 2 cores: 1.15x slower than the float32
+# search with a 10,000-entry gallery, 1.1x faster at 15,600, 1.7x at 134,000).
 FEWEST_GALLERY = 16384
 # Probes of the first block. If confirming their candidates took more than MOST_CONFIRMING of the time their
 # bounds took, the float32 search does the rest: it takes about 2.5x the bounds' time (2 cores, a gallery
