@@ -403,6 +403,11 @@ def test_heatmap_blanks_the_excluded_diagonal_and_names_model_checkpoint_and_met
     assert np.all(image == 211, axis=2).sum() >= 3 * 40 * 40
     low, high = (report.heatmap_image("NM", ["000", "090", "180"], np.full((3, 3), v), "").image for v in (10.0, 90.0))
     assert low.mean() < high.mean()
+    # Many views: no numbers, and only as many view names as there is room for.
+    many = [f"v{k:03d}" for k in range(60)]
+    crowded = report.heatmap_image("NM", many, np.full((60, 60), 50.0), title)
+    assert not any(t.isdigit() and t not in [str(v) for v in range(0, 101, 20)] for t in crowded.texts)
+    assert 0 < sum(t in many for t in crowded.texts) < 2 * 60
     png = report.heatmap_png("NM", ["000", "090", "180"], accuracy, title)
     import cv2
 

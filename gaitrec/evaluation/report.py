@@ -194,7 +194,8 @@ def heatmap_image(condition: str, views: list[str], accuracy, title: str = "") -
             value = accuracy[i, j]
             canvas.text(f"{value:.0f}", left + j * cell + cell // 2, top + i * cell + cell // 2 - 6, small,
                         (255, 255, 255) if value < 60 else (0, 0, 0), "centre")
-    for k, view in enumerate(views):
+    step = -(-line_height // cell)  # with cells narrower than a line of text, every step-th view is named
+    for k, view in list(enumerate(views))[::step]:
         canvas.text(view, left - 6, top + k * cell + cell // 2 - line_height // 2, tick, align="right")
         if turned:
             canvas.text(view, left + k * cell + cell // 2, top + grid + 6, tick, align="centre", upright=False)
