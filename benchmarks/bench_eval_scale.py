@@ -35,6 +35,7 @@ from gaitrec.evaluation.protocols import evaluate  # noqa: E402
 from results_md import write_section  # noqa: E402
 
 VIEWS = [f"{a:03d}" for a in [*range(0, 91, 15), *range(180, 271, 15)]]
+OUMVLP_SUBJECTS = 5154  # OU-MVLP's test subjects
 STRUCTURED_NOISE = 2.5  # per-sequence noise of the structured embeddings, per value (rank-1 near 85%)
 
 
@@ -122,7 +123,7 @@ def float32_search_only():
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subjects", type=int, default=5154, help="test subjects (OU-MVLP: 5154)")
+    parser.add_argument("--subjects", type=int, default=OUMVLP_SUBJECTS, help="test subjects (OU-MVLP: 5154)")
     parser.add_argument("--keep", type=float, default=0.928, help="fraction of the subject/type/view grid present")
     parser.add_argument("--repeats", type=int, default=1, help="alternating repetitions (medians are quoted)")
     parser.add_argument("--random", action="store_true",
@@ -165,7 +166,9 @@ def main() -> None:
           f"{cpu_search / cpu_limit:.2f}x); peak memory {peak:.2f} GiB, rank-1 {result.figures['rank1']:.2f}%, "
           f"identical figures; load {load_before:.2f} -> {load_after:.2f}")
     if args.write:
-        write_section("Evaluation at OU-MVLP size (bench_eval_scale.py)" + (", random embeddings" if args.random else ""),
+        # A smaller run (gaitrec bench --quick) has a section of its own: it must not replace the full-size figures.
+        size = "OU-MVLP size" if args.subjects == OUMVLP_SUBJECTS else f"{args.subjects} subjects"
+        write_section(f"Evaluation at {size} (bench_eval_scale.py)" + (", random embeddings" if args.random else ""),
                       "\n".join(section_lines(args, n, gigabytes, seconds, search, limit, cpu_seconds, cpu_search,
                                               cpu_limit, peak, result.figures["rank1"], load_before, load_after)))
 
