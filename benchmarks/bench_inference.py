@@ -35,6 +35,8 @@ MODELS = [
 ]
 
 
+DEFAULT_SUBJECTS = 12  # SynthGait subjects of the recorded run
+
 def startup_seconds() -> dict:
     """Fresh-interpreter times: `gaitrec --help`, and `import gaitrec.cli` with whether torch came along."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -52,7 +54,7 @@ def startup_seconds() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subjects", type=int, default=12, help="SynthGait subjects (half of them are tested)")
+    parser.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS, help="SynthGait subjects (half of them are tested)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", help="SynthGait directory to reuse or create (default: a temporary one)")
     parser.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")
@@ -133,7 +135,9 @@ def main() -> None:
     if args.write:
         from results_md import write_section
 
-        write_section("Inference preparation and start-up (bench_inference.py)", "\n".join(lines))
+        # Another size (gaitrec bench --quick: 4 subjects) has a section of its own: it must not replace these.
+        size = "" if args.subjects == DEFAULT_SUBJECTS else f", {args.subjects} subjects"
+        write_section(f"Inference preparation and start-up (bench_inference.py){size}", "\n".join(lines))
 
 
 if __name__ == "__main__":
