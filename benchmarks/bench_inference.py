@@ -34,8 +34,8 @@ MODELS = [
       "model_cfg.SeparateFCs.out_channels=64", "model_cfg.SeparateBNNecks.in_channels=64"]),
 ]
 
-
 DEFAULT_SUBJECTS = 12  # SynthGait subjects of the recorded run
+
 
 def startup_seconds() -> dict:
     """Fresh-interpreter times: `gaitrec --help`, and `import gaitrec.cli` with whether torch came along."""
