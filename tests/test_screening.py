@@ -91,12 +91,13 @@ def lower_bound_and_exact(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, t
     bound = torch.empty(a, b)
     screening._lower_bound_tile(screening._form(px, centre, "probe"), screening._form(py, centre, "gallery"),
                                 slice(None), slice(None),
-                                torch.empty(a * b), torch.empty(a * b, dtype=torch.bfloat16), bound)
+                                torch.empty(2 * a * b), torch.empty(a * b, dtype=torch.bfloat16), bound)
     return bound, exact
 
 
 @pytest.mark.parametrize("case", ["near duplicates", "far from the origin", "parts of unequal scale", "tiny values",
-                                  "large values", "sparse", "bfloat16 roundings that add up"])
+                                  "large values", "sparse", "bfloat16 roundings that add up",
+                                  "probes far longer than the gallery, one part"])
 def test_lower_bound_never_exceeds_the_float32_distance(case):
     rng = np.random.default_rng(7)
     y = rng.standard_normal((96, 64, 4)).astype(np.float32)
@@ -114,6 +115,11 @@ def test_lower_bound_never_exceeds_the_float32_distance(case):
     elif case == "large values":
         y = y * np.float32(2.0**36)
         x = -y[:48]
+    elif case == "probes far longer than the gallery, one part":
+        # Squared distances far above |x||y|: the bfloat16 rounding of the product's output (up to 2^-8 of
+        # it) exceeds the ALPHA margin, and only SHRINK covers it; one part, so no averaging over parts.
+        y = rng.standard_normal((96, 64, 1)).astype(np.float32)
+        x = 10 * rng.standard_normal((48, 64, 1)).astype(np.float32)
     elif case == "bfloat16 roundings that add up":
         # Every value just below the midpoint between two bfloat16 values, all rounded down: the product's
         # error is close to the worst case that ALPHA covers (the gallery's mean is exactly 0).

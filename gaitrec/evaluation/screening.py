@@ -27,12 +27,12 @@ accumulation of the product's K' terms (their magnitudes add up to at most 2.03 
 (|x0|^2 + |y0|^2) + TINY), and TINY what flushing subnormal values to zero can lose. Lx is rounded down to float32 before it is split, so w
 is never above float32's own |x0|^2 + |y0|^2 - 2 x0.y0 for that part.
 
-The product's output is rounded to bfloat16 (faithfully: up by less than 2^-7 w), its square root again (to
-nearest: 2^-8), and the parts are summed in float32; a negative w gives a NaN square root and the pair the
-bound 0. So the sum over parts is at most (1 + 2^-8)^2 (1 + 2^-20) times the sum of the square roots of the
-w, which is at most the float32 search's sum over parts (its own roundings, 2^-19 at most, included):
-multiplied by SHRINK / parts, SHRINK = 0.991 < 1 / (1.0079 (1 + 2^-19)), the bound of the mean distance is
-never above the float32 distance.
+The product's output is rounded to bfloat16 (faithfully: up by less than 2^-7 w), converted to float32
+exactly, its square root taken and the parts summed in float32; a negative w gives a NaN square root and
+the pair the bound 0. So the sum over parts is at most (1 + 2^-8) (1 + 2^-20) times the sum of the square
+roots of the w, which is at most the float32 search's sum over parts (its own roundings, 2^-19 at most,
+included): multiplied by SHRINK / parts, SHRINK = 0.9955 < 1 / (1.0040 (1 + 2^-19)), the bound of the mean
+distance is never above the float32 distance.
 
 Then, per probe and gallery group: the entry with the smallest bound gets its float32 distance tau; every
 entry whose bound is <= tau may be the nearest (any other is provably farther than that entry) and gets its
@@ -62,7 +62,7 @@ from .distance import PreparedEmbeddings, _even_split, _tile
 
 ALPHA = 0.018
 BETA = 2.0**-18
-SHRINK = 0.991
+SHRINK = 0.9955
 EXTRA = 7  # columns after the channels: three pieces of a lowered norm, three 1s and the ALPHA term
 MAX_CHANNELS = 4096  # the accumulation terms of the margins hold up to here
 # Values up to 2^40: no bfloat16 product or float32 sum of them overflows. Below 2^-126, bfloat16 products
@@ -130,7 +130,7 @@ def blas_keeps_bits(channels: int) -> bool:
         centre = y.mean(dim=1)
         x_form = _form(PreparedEmbeddings(x, x_sq, "euc"), centre, "probe")
         y_form = _form(PreparedEmbeddings(y, y_sq, "euc"), centre, "gallery")
-        _lower_bound_tile(x_form, y_form, slice(None), slice(None), buffers[0].view(-1),
+        _lower_bound_tile(x_form, y_form, slice(None), slice(None), buffers.view(-1),
                           torch.empty(rows * columns, dtype=torch.bfloat16), bound)
         return bool((bound <= full).all())
 
@@ -220,21 +220,24 @@ def _gallery_form(gallery: PreparedEmbeddings) -> tuple[torch.Tensor, torch.Tens
     return gallery.derived["screening"]
 
 
-def _lower_bound_tile(x: torch.Tensor, y: torch.Tensor, rows: slice, columns: slice, total: torch.Tensor,
+def _lower_bound_tile(x: torch.Tensor, y: torch.Tensor, rows: slice, columns: slice, working: torch.Tensor,
                       product: torch.Tensor, out: torch.Tensor) -> None:
     """Write into ``out`` lower bounds of ``distance._tile``'s Euclidean distances between probes ``rows``
     of the probe rows ``x`` and gallery entries ``columns`` of the gallery rows ``y`` (``_form``; the module's
-    docstring has the proof); ``total`` (float32) and ``product`` (bfloat16) are flat working arrays of at
-    least rows x columns values."""
+    docstring has the proof); ``working`` (float32, at least 2 x rows x columns values) and ``product``
+    (bfloat16, rows x columns) are flat working arrays."""
     x_rows, y_rows = x[:, rows], y[:, columns]
     num_parts, a, b = x_rows.shape[0], x_rows.shape[1], y_rows.shape[1]
-    total, product = total[:a * b].view(a, b), product[:a * b].view(a, b)
+    total, root = working[:2 * a * b].view(2, a, b)
+    product = product[:a * b].view(a, b)
     for part in range(num_parts):
         torch.mm(x_rows[part], y_rows[part].T, out=product)  # the lowered squared distances
+        # Square roots in float32: exact conversion, no rounding of the root to bfloat16, and a float32 sum
+        # (adding bfloat16 values to float32 ones converts them again, slowly: 1.7x the time of these three).
         if part == 0:
-            total.copy_(product.sqrt_())
+            total.copy_(product).sqrt_()
         else:
-            total += product.sqrt_()
+            total += root.copy_(product).sqrt_()
     # A NaN is the square root of a negative lowered distance: that pair's bound is 0.
     torch.mul(total.nan_to_num_(nan=0.0), SHRINK / num_parts, out=out)
 
@@ -258,7 +261,7 @@ def nearest_in_groups(probe: PreparedEmbeddings, gallery: PreparedEmbeddings, bo
     out = np.empty((num_probe, len(groups)), dtype=np.int64)
     with distance._Workers(p.device) as workers:
         tile_rows, tile_columns = min(distance.TILE_ROWS, num_probe), min(distance.TILE_COLUMNS, num_gallery)
-        totals = torch.empty(workers.count, tile_rows * tile_columns)
+        totals = torch.empty(workers.count, 2 * tile_rows * tile_columns)
         products = torch.empty(workers.count, tile_rows * tile_columns, dtype=torch.bfloat16)
         confirm = _Confirmer(p, g, p_sq, g_sq, workers)
 
