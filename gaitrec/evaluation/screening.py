@@ -28,8 +28,8 @@ accumulation of the product's K' terms (their magnitudes add up to at most 2.03 
 is never above float32's own |x0|^2 + |y0|^2 - 2 x0.y0 for that part.
 
 The product's output is rounded to bfloat16 (faithfully: up by less than 2^-7 w), converted to float32
-exactly, its square root taken and the parts summed in float32; a negative w gives a NaN square root and
-the pair the bound 0. So the sum over parts is at most (1 + 2^-8) (1 + 2^-20) times the sum of the square
+exactly, its square root taken and the parts summed in float32; a w <= 0 is made NaN, and the pair's
+bound is 0. So the sum over parts is at most (1 + 2^-8) (1 + 2^-20) times the sum of the square
 roots of the w, which is at most the float32 search's sum over parts (its own roundings, 2^-19 at most,
 included): multiplied by SHRINK / parts, SHRINK = 0.9955 < 1 / (1.0040 (1 + 2^-19)), the bound of the mean
 distance is never above the float32 distance.
@@ -56,6 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import distance
 from .distance import PreparedEmbeddings, _even_split, _tile
@@ -233,12 +234,14 @@ def _lower_bound_tile(x: torch.Tensor, y: torch.Tensor, rows: slice, columns: sl
     for part in range(num_parts):
         torch.mm(x_rows[part], y_rows[part].T, out=product)  # the lowered squared distances
         # Square roots in float32: exact conversion, no rounding of the root to bfloat16, and a float32 sum
-        # (adding bfloat16 values to float32 ones converts them again, slowly: 1.7x the time of these three).
+        # (adding bfloat16 values to float32 ones converts them again, slowly: 1.7x the time of these).
+        # Values <= 0 become NaN first: torch's float32 square root of 0 or of a negative value runs 15-60x
+        # slower here than of a positive value or NaN, and near-duplicate embeddings give many of them.
         if part == 0:
-            total.copy_(product).sqrt_()
+            F.threshold_(total.copy_(product), 0.0, math.nan).sqrt_()
         else:
-            total += root.copy_(product).sqrt_()
-    # A NaN is the square root of a negative lowered distance: that pair's bound is 0.
+            total += F.threshold_(root.copy_(product), 0.0, math.nan).sqrt_()
+    # A NaN stands for a lowered squared distance <= 0 in some part: that pair's bound is 0.
     torch.mul(total.nan_to_num_(nan=0.0), SHRINK / num_parts, out=out)
 
 
