@@ -180,7 +180,8 @@ def heatmap_image(condition: str, views: list[str], accuracy, title: str = "") -
     right = bar_left + 14 + 6 + _Canvas.size("100", small)[0] + 12
     below = top + grid + 6 + (label_width if turned else line_height) + 8
     height = below + line_height + 10
-    width = max(right, left + _Canvas.size(x_label, small)[0] + 12,
+    x_label_width = _Canvas.size(x_label, small)[0]
+    width = max(right, left + x_label_width + 12,
                 *(_Canvas.size(line, tick)[0] + 24 for line in lines))
     canvas = _Canvas(height, width)
 
@@ -197,11 +198,7 @@ def heatmap_image(condition: str, views: list[str], accuracy, title: str = "") -
     step = -(-line_height // cell)  # with cells narrower than a line of text, every step-th view is named
     for k, view in list(enumerate(views))[::step]:
         canvas.text(view, left - 6, top + k * cell + cell // 2 - line_height // 2, tick, align="right")
-        if turned:
-            canvas.text(view, left + k * cell + cell // 2, top + grid + 6, tick, align="centre", upright=False)
-        else:
-            canvas.text(view, left + k * cell + cell // 2, top + grid + 6, tick, align="centre")
-    x_label_width = _Canvas.size(x_label, small)[0]
+        canvas.text(view, left + k * cell + cell // 2, top + grid + 6, tick, align="centre", upright=not turned)
     centre = min(max(left + grid // 2, 12 + x_label_width // 2), width - 12 - x_label_width // 2)
     canvas.text(x_label, centre, below, small, align="centre")
     canvas.text(y_label, 12, top + grid // 2 - _Canvas.size(y_label, small)[0] // 2, small, upright=False)
