@@ -5,8 +5,9 @@
 Inference: the demo config's Baseline (random weights, prepared as `gaitrec test` prepares it) on random
 64x44 silhouettes. Evaluation: the OU-MVLP protocol (`evaluate(features, "oumvlp")`, as `gaitrec test` runs
 it) on structured [256, 16] embeddings of bench_eval_scale.py, probe and gallery sets of about the same size
-(the bfloat16 screening applies from 16,384 gallery entries). Each point runs in a fresh interpreter so that its peak memory is its own: the figure is the
-growth of the process's peak resident memory over what it held once the model and the inputs were made.
+(the bfloat16 screening applies from 16,384 gallery entries). Each point runs in a fresh interpreter so that
+its peak memory is its own: the figure is the growth of the process's peak resident memory over what it held
+once the model and the inputs were made.
 """
 from __future__ import annotations
 

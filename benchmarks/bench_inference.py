@@ -54,7 +54,8 @@ def startup_seconds() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS, help="SynthGait subjects (half of them are tested)")
+    parser.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS,
+                        help="SynthGait subjects (half of them are tested)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", help="SynthGait directory to reuse or create (default: a temporary one)")
     parser.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")

@@ -24,8 +24,8 @@ with x0 the part before centring, whose squared norm the float32 search rounds: 
 roundings of the centring and of the bound's own squared norms (about 2^-20 of them), BETA_PLAIN = BETA +
 2 K 2^-24 the float32 search's rounding of |x0|^2 + |y0|^2 - 2 x0.y0, ACCUMULATED = 3 K' 2^-24 the float32
 accumulation of the product's K' terms (their magnitudes add up to at most 2.03 (|x|^2 + |y|^2) + BETA_PLAIN
-(|x0|^2 + |y0|^2) + TINY), and TINY what flushing subnormal values to zero can lose. Lx is rounded down to float32 before it is split, so w
-is never above float32's own |x0|^2 + |y0|^2 - 2 x0.y0 for that part.
+(|x0|^2 + |y0|^2) + TINY), and TINY what flushing subnormal values to zero can lose. Lx is rounded down to
+float32 before it is split, so w is never above float32's own |x0|^2 + |y0|^2 - 2 x0.y0 for that part.
 
 The product's output is rounded to bfloat16 (faithfully: up by less than 2^-7 w), converted to float32
 exactly, its square root taken and the parts summed in float32; a w <= 0 is made NaN, and the pair's
