@@ -55,7 +55,9 @@ class GeMHPP(nn.Module):
     def __init__(self, bin_num: list[int] = (64,), p: float = 6.5, eps: float = 1.0e-6):
         super().__init__()
         self.bin_num = list(bin_num)
-        self.p = nn.Parameter(torch.ones(1) * p)
+        # torch.full, not ones(1) * p: arithmetic on the meta device (where configs are checked) imports torch's
+        # compiler, 0.9 s of start-up
+        self.p = nn.Parameter(torch.full((1,), float(p)))
         self.eps = eps
 
     def gem(self, x: torch.Tensor) -> torch.Tensor:
