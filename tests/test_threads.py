@@ -110,3 +110,48 @@ def test_the_running_count_is_read_from_the_kernel_statistics():
     assert tasks_running("cpu 1 2 3\n") is None
     load = current_load(readings=2, interval=0.0)
     assert 0.0 <= load < 10_000  # this process's own reading is not counted as load
+
+
+def test_loader_workers_only_take_cores_the_forwards_leave():
+    from gaitrec.threads import loader_workers
+
+    assert loader_workers(1, threads=2, cores=2, environ={}) == 0  # both cores computing: read in the process
+    assert loader_workers(1, threads=1, cores=2, environ={}) == 1  # a busy machine's run on one thread
+    assert loader_workers(4, threads=14, cores=16, environ={}) == 2
+    assert loader_workers(2, threads=4, cores=16, environ={}) == 2  # never more than asked for
+    assert loader_workers(0, threads=1, cores=16, environ={}) == 0
+    assert loader_workers(1, threads=1, cores=2, environ={"LOCAL_WORLD_SIZE": "2"}) == 0  # the sibling's core
+
+
+@pytest.mark.parametrize("threads, expected", [(2, 0), (1, 1)])
+def test_cpu_feature_extraction_reads_in_the_process_when_the_forwards_take_every_core(
+        constructed_dataset, partition_file, monkeypatch, threads, expected):
+    from gaitrec.config import load_config
+    from gaitrec.data.dataset import build_datasets
+    from gaitrec.engine.distributed import DistContext
+    from gaitrec.engine.inference import extract_features
+    from gaitrec.models import create_model
+
+    cfg = load_config(CONFIG_DIR / "demo" / "baseline_synthgait.yaml",
+                      [f"data_cfg.dataset_root={constructed_dataset}", f"data_cfg.dataset_partition={partition_file}",
+                       "evaluator_cfg.transform=[{type: BaseSilTransform}]"], training=False)
+    _, test_set = build_datasets(cfg["data_cfg"], train=False)
+    model = create_model(cfg["model_cfg"])
+    built = []
+
+    class Recording(torch.utils.data.DataLoader):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs["num_workers"])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Recording)
+    monkeypatch.setattr("gaitrec.threads.usable_cores", lambda: 2)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        features = extract_features(model, test_set, cfg["evaluator_cfg"], DistContext(0, 1, 0, torch.device("cpu")),
+                                    num_workers=1, progress=False)
+    finally:
+        torch.set_num_threads(previous)
+    assert built == [expected]
+    assert len(features["embeddings"]) == len(test_set) == 4

@@ -19,6 +19,7 @@ from ..data.sampler import InferenceSampler, SequenceCollator, SequenceReader
 from ..evaluation.features import save_features
 from ..evaluation.result import EvaluationResult
 from ..device import place_model
+from ..threads import loader_workers
 from .distributed import DistContext
 
 log = logging.getLogger("gaitrec")
@@ -303,9 +304,11 @@ def extract_features(model: torch.nn.Module, dataset: GaitDataset, evaluator_cfg
 
     Batches hold sequences of one length where the dataset knows the lengths (stacked, never packed). On the
     CPU with ``tune`` the forwards follow the fastest plan measured on the first batches
-    (``ForwardPlanChooser``); without it, one forward per batch in the model's own memory format."""
+    (``ForwardPlanChooser``); without it, one forward per batch in the model's own memory format. On the CPU
+    the ``num_workers`` loader processes run only on cores the forwards leave free (``loader_workers``)."""
     if ctx.device.type == "cpu":
         reuse_freed_memory()
+        num_workers = loader_workers(num_workers)
     sampler_cfg = evaluator_cfg["sampler"]
     collator = SequenceCollator(sampler_cfg, evaluator_cfg["transform"], seed=0)
     counts = getattr(dataset, "frame_counts", None)
