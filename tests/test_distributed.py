@@ -68,3 +68,43 @@ def test_global_batchnorm_alone_is_a_plain_batchnorm():
     torch.testing.assert_close(converted.running_var, plain.running_var)
     with pytest.raises(ValueError, match="at least 2D"):
         converted(torch.randn(4))
+
+
+def test_each_torchrun_process_takes_the_gpu_of_its_local_rank(monkeypatch):
+    # No GPU here: CUDA's answers are stood in for, to check the rule that picks and refuses devices.
+    from gaitrec.engine import distributed
+    from gaitrec.errors import ConfigError
+
+    chosen = []
+    monkeypatch.setattr(distributed, "pick_device", lambda requested: torch.device(requested))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert distributed.resolve_device("cuda", local_rank=1, processes_here=2) == torch.device("cuda", 1)
+    assert distributed.resolve_device("cuda:1", local_rank=1, processes_here=2) == torch.device("cuda", 1)
+    assert distributed.resolve_device("cuda:1", local_rank=0, processes_here=1) == torch.device("cuda", 1)
+    assert chosen == [torch.device("cuda", 1)] * 3
+    with pytest.raises(ConfigError, match="--device cuda:0: each of the 2 processes torchrun started"):
+        distributed.resolve_device("cuda:0", local_rank=1, processes_here=2)
+    with pytest.raises(ConfigError, match="LOCAL_RANK 2: this process sees 2 GPU"):
+        distributed.resolve_device("cuda", local_rank=2, processes_here=3)
+    assert distributed.resolve_device("cpu", local_rank=5, processes_here=8) == torch.device("cpu")
+    assert len(chosen) == 3
+
+
+def test_the_process_group_waits_longer_than_torchs_default(monkeypatch):
+    # Rank 0 evaluates alone while the others wait in a collective: NCCL's default 10 minutes is too short.
+    from datetime import timedelta
+
+    from gaitrec.engine import distributed
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(distributed.atexit, "register", lambda function: None)
+    ctx = distributed.init("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.local_rank) == (1, 2, 1)
+    assert calls == [{"backend": "gloo", "rank": 1, "world_size": 2, "timeout": distributed.PROCESS_GROUP_TIMEOUT}]
+    assert distributed.PROCESS_GROUP_TIMEOUT >= timedelta(hours=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import atexit
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -11,6 +12,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..device import pick_device
+from ..errors import ConfigError
+from ..threads import local_processes
 
 
 @dataclass
@@ -25,11 +28,26 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(requested: str | None, local_rank: int = 0) -> torch.device:
-    """The device of this process: ``pick_device``'s choice, on GPU ``local_rank`` when no index is given."""
+# How long a process waits in a collective for the others. Rank 0 alone evaluates and writes the report
+# after a test (during training too, with ``with_test``) while the others wait in their next collective:
+# at OU-MVLP or GREW size that can outlast torch's defaults (10 minutes for NCCL, 30 for gloo).
+PROCESS_GROUP_TIMEOUT = timedelta(hours=2)
+
+
+def resolve_device(requested: str | None, local_rank: int = 0, processes_here: int = 1) -> torch.device:
+    """The device of this process: ``pick_device``'s choice, on GPU ``local_rank`` when no index is given.
+    With several processes on the machine, one GPU named for all of them is refused (NCCL cannot put two
+    ranks on one GPU), and so is a ``local_rank`` beyond the GPUs this process sees."""
     device = pick_device(requested)
     if device.type == "cuda":
+        if processes_here > 1 and device.index is not None and device.index != local_rank:
+            raise ConfigError(f"--device {requested}: each of the {processes_here} processes torchrun started on "
+                              f"this machine takes the GPU of its LOCAL_RANK; pass --device cuda, not one GPU for all")
         if device.index is None:
+            visible = torch.cuda.device_count()
+            if local_rank >= visible:
+                raise ConfigError(f"LOCAL_RANK {local_rank}: this process sees {visible} GPU(s); start at most "
+                                  f"{visible} processes per machine (torchrun --nproc_per_node {visible})")
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     return device
@@ -40,10 +58,10 @@ def init(device: str | None = None, backend: str | None = None) -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, local_processes())
     if world_size > 1 and not dist.is_initialized():
         backend = backend or os.environ.get("GAITREC_DIST_BACKEND") or ("nccl" if dev.type == "cuda" else "gloo")
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=PROCESS_GROUP_TIMEOUT)
         # Leave the group before the interpreter tears down: a process that exits with the group alive (the
         # ranks of `gaitrec test` other than 0 finish first) can abort in the backend's destructor.
         atexit.register(_leave_group)
