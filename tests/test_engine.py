@@ -163,6 +163,7 @@ def test_non_finite_loss_stops_with_iteration_or_skips(tiny, monkeypatch):
                    test_at_end=False)
     assert result["iteration"] == 6
     assert (result["run_dir"] / "train.log").read_text().count("non-finite loss, step skipped") == 6
+    assert load_checkpoint(result["run_dir"] / "checkpoints" / "skip-00006.pt")["scheduler"]["last_epoch"] == 0
     # Every step was skipped, so every weight is still the initial one (same seed, same initialisation).
     from gaitrec.engine.trainer import set_seed
     from gaitrec.models import create_model
@@ -263,6 +264,7 @@ def test_fp16_grad_scaler_logs_skipped_steps(tiny):
     assert log_text.count("fp16 gradients overflowed, step skipped") == 3
     state = load_checkpoint(result["run_dir"] / "checkpoints" / "tiny-00003.pt")
     assert state["scaler"]["scale"] == 2.0 ** 16 / 2 ** 3  # backed off once per skipped step
+    assert state["scheduler"]["last_epoch"] == 0  # the schedule counts optimizer steps only, as OpenGait's
     from gaitrec.engine.trainer import set_seed
     from gaitrec.models import create_model
     set_seed(0)  # the trainer's seed: the same initial weights
@@ -274,8 +276,11 @@ def test_fp16_grad_scaler_logs_skipped_steps(tiny):
     ok = train(cfg_of(tiny, "trainer_cfg.enable_float16=true", "trainer_cfg.amp_dtype=float16",
                       "trainer_cfg.save_name=fp16"), progress=False, test_at_end=False)
     assert all(np.isfinite(h["loss"]) for h in ok["history"])
-    assert (ok["run_dir"] / "train.log").read_text().count("overflowed, step skipped") < 6
-    trained = load_checkpoint(ok["run_dir"] / "checkpoints" / "fp16-00006.pt")["model"]
+    skipped = (ok["run_dir"] / "train.log").read_text().count("overflowed, step skipped")
+    assert skipped < 6
+    saved = load_checkpoint(ok["run_dir"] / "checkpoints" / "fp16-00006.pt")
+    assert saved["scheduler"]["last_epoch"] == 6 - skipped
+    trained = saved["model"]
     assert not torch.equal(trained["FCs.fc_bin"], initial["FCs.fc_bin"])
 
 

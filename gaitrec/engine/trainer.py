@@ -343,12 +343,14 @@ def _train_loop(run: TrainingRun, progress: bool, test_at_end: bool) -> dict:
         # The loss terms run in fp32 whatever the autocast: distances and softmax are precision-sensitive.
         loss, logged = total_loss(run.losses, outputs["training"], labels, gather, ctx.world_size)
         iteration += 1
+        skipped = False
         optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(logged["loss"]):
             if not trainer["skip_nonfinite"]:
                 raise NonFiniteLossError(f"non-finite loss at iteration {iteration}: {logged} "
                                          "(set trainer_cfg.skip_nonfinite: true to skip such steps)")
             log.warning("iteration %d: non-finite loss, step skipped", iteration)
+            skipped = True
         elif scaler is not None:
             scaler.scale(loss).backward()
             scale_before = scaler.get_scale()
@@ -357,10 +359,14 @@ def _train_loop(run: TrainingRun, progress: bool, test_at_end: bool) -> dict:
             if scaler.get_scale() < scale_before:  # overflow: the step was skipped and the scale backed off
                 log.info("iteration %d: fp16 gradients overflowed, step skipped (scale now %g)", iteration,
                          scaler.get_scale())
+                skipped = True
         else:
             loss.backward()
             optimizer.step()
-        scheduler.step()
+        # The schedule counts the optimizer's steps, as OpenGait's does: a skipped step (an fp16 overflow, a
+        # non-finite loss) moves no milestone, and torch warns of a scheduler step before any optimizer step.
+        if not skipped:
+            scheduler.step()
 
         logged.update({"lr": optimizer.param_groups[0]["lr"], "time/iteration": time.perf_counter() - data_start,
                        "time/data": data_time})
