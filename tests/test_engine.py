@@ -332,3 +332,21 @@ def test_log_lines_report_the_interval_mean_and_an_eta_without_a_bar_off_termina
     assert len(lines) == 1 and "mean of the last 3; eta" in lines[0]
     logged = float(lines[0].split("time/iteration=")[1].split(",")[0])
     assert logged == pytest.approx(sum(times[:3]) / 3, rel=2e-3)
+
+
+def test_a_gpu_generator_is_saved_and_restored_with_the_cpu_one(monkeypatch):
+    # No GPU here: CUDA's generator is stood in for; on the CPU only the CPU generator is kept.
+    from gaitrec.engine.trainer import random_state, set_random_state
+
+    assert set(random_state(torch.device("cpu"))) == {"torch"}
+    generators = {"cuda:0": torch.tensor([1, 2, 3], dtype=torch.uint8)}
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: generators[str(device)].clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda value, device: generators.__setitem__(str(device), value))
+    gpu = torch.device("cuda", 0)
+    saved = random_state(gpu)
+    expected = torch.rand(3)
+    generators["cuda:0"] = torch.tensor([9, 9, 9], dtype=torch.uint8)
+    set_random_state(saved, gpu)
+    assert torch.equal(torch.rand(3), expected) and generators["cuda:0"].tolist() == [1, 2, 3]
+    set_random_state({"torch": saved["torch"]}, gpu)  # a checkpoint from a CPU run: the GPU's is left alone
+    assert generators["cuda:0"].tolist() == [1, 2, 3]

@@ -148,6 +148,22 @@ def check_class_num(model: nn.Module, num_classes: int) -> None:
                               f"to {num_classes}")
 
 
+def random_state(device: torch.device) -> dict:
+    """The generators a training step draws from: the CPU's (sampling, and dropout on the CPU) and, on a GPU,
+    the device's (dropout there, e.g. GLN's)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_random_state(state: dict, device: torch.device) -> None:
+    """Put back what ``random_state`` saved; a GPU's generator only where it was saved and a GPU trains."""
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def restore(run: TrainingRun, resume: bool) -> tuple[int, dict | None, list[str]]:
     """Restore ``run``'s model, optimizer, scheduler and scaler per ``restore_hint`` (or the newest intact
     checkpoint with ``resume``).
@@ -188,7 +204,7 @@ def restore(run: TrainingRun, resume: bool) -> tuple[int, dict | None, list[str]
         run.scaler.load_state_dict(state["scaler"])
     if same_run and "rng" in state:
         try:
-            torch.set_rng_state(state["rng"]["torch"])
+            set_random_state(state["rng"], run.ctx.device)
         except (KeyError, TypeError, RuntimeError) as err:
             raise DataError(f"{path}: corrupt RNG state ({type(err).__name__}: "
                             f"{str(err).splitlines()[0] if str(err) else ''})") from None
@@ -493,7 +509,7 @@ def save_training_state(run: TrainingRun, iteration: int, log_sizes: dict | None
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler is not None else {},
         "iteration": iteration,
-        "rng": {"torch": torch.get_rng_state()},
+        "rng": random_state(run.ctx.device),
         "config": run.cfg,
         "log_sizes": log_sizes,
     }
